@@ -15,6 +15,7 @@ from analysis.attribution import (
     NeuronDescription,
     NeuronEdit,
     RunParams,
+    TokenProb,
     cache_key,
     describe_neuron,
     intervene,
@@ -23,7 +24,7 @@ from analysis.attribution import (
 )
 from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel
-from analysis.predict import Limits
+from analysis.predict import Limits, next_token_logits, rank_of, top_tokens
 from analysis.prompts import FormattedPrompt, PromptSpec, format_prompt
 
 
@@ -113,7 +114,21 @@ def analyze(
         raise RuntimeError(f"run parameters {result.params} differ from the cache key's "
                            f"{prep.params}")
     result.cache_key = prep.key
+    add_predictions(lm, result, prep)
     return result
+
+
+TOP_K_STORED = 10
+
+
+def add_predictions(lm: LoadedModel, result: CircuitResult, prep: PreparedCircuit) -> None:
+    """Store the top next tokens and the answers' ranks with the run, so a saved run
+    reopens with its predictions and never needs the model again."""
+    logits = next_token_logits(lm, [prep.formatted.input_ids])[0]
+    result.top = [TokenProb(id=t.token_id, token=t.text, logit=t.logit, prob=t.prob)
+                  for t in top_tokens(lm, logits, TOP_K_STORED)]
+    result.rank_a = rank_of(logits, prep.answer_a.token_id)
+    result.rank_b = rank_of(logits, prep.answer_b.token_id) if prep.answer_b else None
 
 
 def intervene_on_prompt(

@@ -63,7 +63,10 @@ def compute_or_reuse(lm: LoadedModel, req: CircuitRequest, use_cache: bool,
     run = Run(
         kind="attribution", model=lm.name, model_revision=lm.revision,
         prompt=req.prompt.prompt, answer_a=req.answer_a, answer_b=req.answer_b,
-        method=req.method, params=result.params.model_dump(mode="json"),
+        method=req.method,
+        # The prompt settings ride along so a permalink can refill the Analyze form.
+        params={**result.params.model_dump(mode="json"),
+                "prompt_spec": req.prompt.model_dump(mode="json")},
         cache_key=prep.key if use_cache else None, metric=result.m,
         influence_sum=result.influence_sum, result=result.model_dump(mode="json"),
     )

@@ -16,6 +16,7 @@ migrations in app/migrations; ``init_db`` upgrades a database to the newest revi
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -183,6 +184,19 @@ class LabelStore:
                                   label=label.strip()))
 
 
+@dataclass
+class RunSummary:
+    id: str
+    created_at: datetime
+    model: str
+    prompt: str
+    answer_a: str | None
+    answer_b: str | None
+    method: str | None
+    metric: float | None
+    influence_sum: float | None
+
+
 class RunStore:
     """Saved analyses: looked up by id (permalinks) or by cache key (no recomputation)."""
 
@@ -200,6 +214,15 @@ class RunStore:
     def recent(self, limit: int = 100) -> list[Run]:
         with self.sessions() as s:
             return list(s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit)))
+
+    def listing(self, limit: int = 200, kind: str = "attribution") -> list[RunSummary]:
+        """The Runs page's rows, newest first, without loading each run's result JSON."""
+        cols = (Run.id, Run.created_at, Run.model, Run.prompt, Run.answer_a, Run.answer_b,
+                Run.method, Run.metric, Run.influence_sum)
+        with self.sessions() as s:
+            rows = s.execute(select(*cols).where(Run.kind == kind)
+                             .order_by(Run.created_at.desc()).limit(limit))
+            return [RunSummary(*row) for row in rows]
 
     def add(self, run: Run) -> Run:
         """Insert a run; if the same cache key landed meanwhile, return that one."""

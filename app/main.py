@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app import api, api_circuits, pages
+from app import api, api_circuits, pages, pages_runs, pages_screen
 from app.assets import vendor_files
 from app.db import LabelStore, RunStore, init_db
 from app.errors import install_error_handlers
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(api_circuits.router)
     app.include_router(pages.router)
+    app.include_router(pages_runs.router)
+    app.include_router(pages_screen.router)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)

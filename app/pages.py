@@ -1,20 +1,32 @@
-"""HTML pages and the htmx fragments they swap in."""
+"""The Analyze page: the form, a quick prediction, and a full circuit run."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import Field
 
+from analysis.analyze import CircuitRequest
+from analysis.errors import InputError
 from analysis.predict import predict
 from analysis.screening import MAX_PROMPT_CHARS
 from app.api import prompt_spec
-from app.deps import ManagerDep, SettingsDep
+from app.api_circuits import compute_or_reuse
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.pages_runs import render_run
 from app.schemas import PredictRequest
 
 router = APIRouter(include_in_schema=False)
+
+# What the form shows before anything is typed; the Analyze page and a permalink both
+# fill the same template from a dict like this one.
+FORM_DEFAULTS: dict[str, Any] = {
+    "prompt": "", "chat_template": False, "system_prompt": "", "answer_prefix": "",
+    "answer_a": "", "answer_b": "", "top_k": 10, "method": "relp", "tau": 0.15,
+    "mode": "tau", "mass": 0.8, "max_nodes": 200, "edge_threshold": 0.0,
+}
 
 
 class AnalyzeForm(PredictRequest):
@@ -24,20 +36,36 @@ class AnalyzeForm(PredictRequest):
     # the user gets the analysis layer's "the prompt is empty" rather than "field required".
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     answers: list[str] = Field(default_factory=list)
-    answer_a: str = ""
-    answer_b: str = ""
+    answer_a: str = Field("", max_length=200)
+    answer_b: str = Field("", max_length=200)
+    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
+    tau: float = Field(0.15, gt=0, le=1)
+    mode: Literal["tau", "cumulative"] = "tau"
+    mass: float = Field(0.8, gt=0, le=1)
+    max_nodes: int = Field(200, ge=1)
+    edge_threshold: float = Field(0.0, ge=0)
+
+
+def page_context(manager: Any, settings: Any, form: dict[str, Any]) -> dict[str, Any]:
+    return {"models": manager.registry.names(), "default_model": settings.default_model,
+            "limits": settings.limits, "circuit_limits": settings.circuit_limits,
+            "form": {**FORM_DEFAULTS, **form}}
 
 
 @router.get("/", response_class=HTMLResponse)
 async def analyze_page(
-    request: Request, manager: ManagerDep, settings: SettingsDep
+    request: Request, manager: ManagerDep, settings: SettingsDep,
+    prompt: Annotated[str, Query(max_length=MAX_PROMPT_CHARS)] = "",
+    answer_a: Annotated[str, Query(max_length=200)] = "",
+    answer_b: Annotated[str, Query(max_length=200)] = "",
+    answer_prefix: Annotated[str, Query(max_length=200)] = "",
+    chat_template: bool = False,
 ) -> HTMLResponse:
-    templates = request.app.state.templates
-    return templates.TemplateResponse(request, "analyze.html", {
-        "models": manager.registry.names(),
-        "default_model": settings.default_model,
-        "limits": settings.limits,
-    })
+    """The form, optionally pre-filled from the query (the screening page links here)."""
+    form = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b,
+            "answer_prefix": answer_prefix, "chat_template": chat_template}
+    return request.app.state.templates.TemplateResponse(
+        request, "analyze.html", page_context(manager, settings, form))
 
 
 @router.post("/analyze/predict", response_class=HTMLResponse)
@@ -51,3 +79,25 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
     )
     templates = request.app.state.templates
     return templates.TemplateResponse(request, "_prediction.html", {"p": prediction})
+
+
+@router.post("/analyze/run", response_class=HTMLResponse)
+async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
+                      manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
+                      labels: LabelsDep) -> HTMLResponse:
+    """Attribute the prompt, save the run, and show it; the URL becomes its permalink."""
+    if not form.answer_a.strip():
+        raise InputError("a circuit needs answer A (the answer the metric pushes towards)",
+                         field="answer_a")
+    req = CircuitRequest(
+        prompt=prompt_spec(form), answer_a=form.answer_a, answer_b=form.answer_b or None,
+        method=form.method, tau=form.tau, mode=form.mode, mass=form.mass,
+        max_nodes=form.max_nodes, edge_threshold=form.edge_threshold,
+    )
+    run, _cached = await manager.run(
+        form.model or settings.default_model,
+        lambda lm: compute_or_reuse(lm, req, True, settings, runs, labels),
+    )
+    response = render_run(request, run, manager, labels, fragment=True)
+    response.headers["HX-Push-Url"] = f"/runs/{run.id}"
+    return response

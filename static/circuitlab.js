@@ -1,4 +1,7 @@
-// Small glue: put a swapped-in error next to the form field that caused it.
+// circuitlab's page glue: inline errors, Plotly figures from server-sent JSON, the graph's
+// click-to-open neuron panel, sortable tables and figure exports. No framework, no CDN.
+
+// Put a swapped-in error next to the form field that caused it.
 document.addEventListener("htmx:afterSwap", (event) => {
   const form = event.detail.requestConfig && event.detail.requestConfig.elt.closest("form");
   if (!form) return;
@@ -9,6 +12,8 @@ document.addEventListener("htmx:afterSwap", (event) => {
   const name = error.dataset.field.split(/[.[]/)[0];
   const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
   if (!input) return;
+  const section = input.closest("details");
+  if (section) section.open = true;  // a collapsed setting must show its error
   input.setAttribute("aria-invalid", "true");
   const note = document.createElement("div");
   note.className = "field-error";
@@ -17,3 +22,99 @@ document.addEventListener("htmx:afterSwap", (event) => {
   input.insertAdjacentElement("afterend", note);
   input.focus();
 });
+
+function runId() {
+  const run = document.getElementById("run");
+  return run ? run.dataset.run : null;
+}
+
+function openNeuron(layer, neuron, position) {
+  const id = runId();
+  if (!id) return;
+  const q = new URLSearchParams({ layer, neuron });
+  if (position !== undefined && position !== null) q.set("position", position);
+  htmx.ajax("GET", `/runs/${id}/neuron?${q}`, { target: "#panel", swap: "innerHTML" });
+}
+
+// Every <script type="application/json" class="plotly-figure" data-target=ID> becomes a
+// figure in the element with that id; the attribution graph also gets its click handler.
+function renderFigures(root) {
+  if (!window.Plotly) return;
+  root.querySelectorAll("script.plotly-figure").forEach((script) => {
+    const target = document.getElementById(script.dataset.target);
+    if (!target) return;
+    const fig = JSON.parse(script.textContent);
+    Plotly.react(target, fig.data, fig.layout,
+      { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] });
+    if (target.id === "graph-plot" && !target.dataset.bound) {
+      target.dataset.bound = "1";
+      target.on("plotly_click", (ev) => {
+        const point = ev.points && ev.points[0];
+        if (!point || !point.customdata) return;
+        const [, layer, neuron, position] = point.customdata;
+        openNeuron(layer, neuron, position);
+      });
+    }
+    target.dataset.rendered = "1";
+  });
+}
+
+document.addEventListener("htmx:afterSettle", (event) => renderFigures(event.detail.elt));
+window.addEventListener("load", () => renderFigures(document));
+
+// Neurons table: click (or Enter on) a header to sort, a row to open the neuron.
+document.addEventListener("click", (event) => {
+  const th = event.target.closest("table.sortable th[data-sort]");
+  if (th) { sortBy(th); return; }
+  const row = event.target.closest("tr.node-row");
+  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position);
+  const exp = event.target.closest("[data-export]");
+  if (exp) exportFigure(exp.dataset.export);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter") return;
+  const th = event.target.closest && event.target.closest("table.sortable th[data-sort]");
+  if (th) { sortBy(th); return; }
+  const row = event.target.closest && event.target.closest("tr.node-row");
+  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position);
+});
+
+function sortBy(th) {
+  const table = th.closest("table");
+  const index = Array.from(th.parentNode.children).indexOf(th);
+  const numeric = th.dataset.sort === "num";
+  const descending = th.getAttribute("aria-sort") !== "descending";
+  table.querySelectorAll("th").forEach((h) => h.removeAttribute("aria-sort"));
+  th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+  const body = table.tBodies[0];
+  const rows = Array.from(body.querySelectorAll("tr.node-row"));
+  const key = (tr) => {
+    const cell = tr.children[index];
+    if (!numeric) return cell.textContent.trim().toLowerCase();
+    const v = parseFloat(cell.dataset.v ?? cell.textContent);
+    // Influence sorts by magnitude: the strongest drivers either way come first.
+    return th.textContent.trim() === "influence" ? Math.abs(v) : v;
+  };
+  rows.sort((a, b) => {
+    const x = key(a), y = key(b);
+    const order = x < y ? -1 : x > y ? 1 : 0;
+    return descending ? -order : order;
+  });
+  rows.forEach((tr) => body.appendChild(tr));
+}
+
+// The tau slider shows its value as it moves.
+document.addEventListener("input", (event) => {
+  if (event.target.id === "view-tau") {
+    const out = document.getElementById("tau-out");
+    if (out) out.textContent = Number(event.target.value).toFixed(3);
+  }
+});
+
+function exportFigure(format) {
+  const plot = document.getElementById("graph-plot");
+  if (!plot || !window.Plotly) return;
+  const id = runId() || "graph";
+  Plotly.downloadImage(plot, { format, filename: `circuitlab-${id.slice(0, 8)}-graph`,
+    width: Math.max(plot.clientWidth, 900), height: plot.clientHeight || 600 });
+}

@@ -118,6 +118,8 @@ def neuron_totals(attr: Attribution, nodes: list[Node]) -> list[NeuronTotal]:
             influence=float(totals[layer, neuron]),
             positions=sorted(pos),
             label=labels[(layer, neuron)],
+            by_position=attr.influence[layer, :, neuron].tolist(),
+            activations=attr.activation[layer, :, neuron].tolist(),
         )
         for (layer, neuron), pos in positions.items()
     ]

@@ -69,6 +69,12 @@ class NeuronTotal(BaseModel):
     influence: float
     positions: list[int] = Field(description="Positions where this neuron is a kept node.")
     label: str | None = None
+    by_position: list[float] = Field(
+        default_factory=list, description="Influence at every position of the prompt."
+    )
+    activations: list[float] = Field(
+        default_factory=list, description="Activation at every position of the prompt."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -177,6 +183,9 @@ class CircuitResult(BaseModel):
     logit_b: float | None
     prob_a: float | None = None
     prob_b: float | None = None
+    rank_a: int | None = Field(None, description="1-based rank of A's token.")
+    rank_b: int | None = None
+    top: list[TokenProb] = Field(default_factory=list, description="Top next tokens.")
     params: RunParams
     completeness: Completeness
     nodes: list[Node]

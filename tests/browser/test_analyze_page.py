@@ -16,7 +16,7 @@ def test_analyze_form_shows_the_wrong_answer(page, live_server: str) -> None:  #
     page.fill("#answer_a", " aldosterone")
     page.fill("#answer_b", " renin")
     url_before = page.url
-    page.click("button[type=submit]")
+    page.click("#predict-btn")
     page.wait_for_selector("#topk tbody tr")
     assert page.url == url_before  # swapped in by htmx, no full reload
     rows = page.locator("#topk tbody tr")
@@ -34,7 +34,7 @@ def test_empty_prompt_shows_an_inline_error(page, live_server: str) -> None:  # 
     page.goto(live_server + "/")
     # Bypass the browser's own `required` check to exercise the server's message.
     page.eval_on_selector("#prompt", "el => el.removeAttribute('required')")
-    page.click("button[type=submit]")
+    page.click("#predict-btn")
     page.wait_for_selector("#result .error")
     assert "prompt is empty" in page.locator("#result .error").inner_text()
     # ...and next to the field that caused it.
@@ -43,7 +43,7 @@ def test_empty_prompt_shows_an_inline_error(page, live_server: str) -> None:  # 
     shot(page, "analyze-empty-prompt")
     # The page keeps working after the error.
     page.fill("#prompt", "The capital of France is")
-    page.click("button[type=submit]")
+    page.click("#predict-btn")
     page.wait_for_selector("#topk")
     assert page.locator(".field-error").count() == 0
     # Chromium itself logs the 422 response as a console error; nothing else may appear.

@@ -1,0 +1,209 @@
+"""Saved runs in the browser: the Runs list, permalinks, the re-filtered graph, the
+neuron panel (label, description, edges, interventions) and exports."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from analysis.analyze import refilter
+from analysis.attribution import CircuitResult, NeuronEdit, intervene
+from analysis.attribution.describe import check_neuron, describe_neuron
+from analysis.models import LoadedModel
+from app.api_circuits import stored_run
+from app.db import LabelStore, Run
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.model_manager import ModelManager
+from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
+
+router = APIRouter(include_in_schema=False)
+
+RunId = Annotated[str, "a run id"]
+
+
+def label_owner(manager: ModelManager, model: str) -> str:
+    """Labels are stored under the base model (see api_circuits.label_model)."""
+    try:
+        spec = manager.registry.get(model)
+    except Exception:  # a run of a model that is no longer registered keeps its name
+        return model
+    return spec.base or spec.name
+
+
+def load_result(run: Run, manager: ModelManager, labels: LabelStore) -> CircuitResult:
+    """A stored run with today's labels: a label saved after the run shows on it too."""
+    result = CircuitResult.model_validate(run.result)
+    names = labels.many(label_owner(manager, run.model),
+                        [(n.layer, n.neuron) for n in result.nodes])
+    for node in result.nodes:
+        node.label = names.get((node.layer, node.neuron))
+    for total in result.neurons:
+        total.label = names.get((total.layer, total.neuron))
+    return result
+
+
+def tau_floor(result: CircuitResult) -> float:
+    """The smallest tau that still shows every stored node (the slider's lower end)."""
+    if not result.nodes or abs(result.m) < 1e-12:
+        return result.params.tau
+    lowest = min(abs(n.influence) for n in result.nodes) / abs(result.m)
+    return max(0.001, min(1.0, int(lowest * 1000) / 1000))
+
+
+def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
+               fragment: bool) -> HTMLResponse:
+    from app.pages import page_context  # the Analyze page owns the form's context
+
+    result = load_result(run, manager, labels)
+    floor = tau_floor(result)
+    ctx: dict[str, Any] = {
+        "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
+        "graph": graph_view(result, len(result.nodes), None, 0.0),
+        "tau_floor": floor,
+    }
+    templates = request.app.state.templates
+    if fragment:
+        return templates.TemplateResponse(request, "_run.html", ctx)
+    spec = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
+    p = result.params
+    form = {"prompt": run.prompt, "chat_template": spec.get("chat_template", False),
+            "system_prompt": spec.get("system_prompt") or "",
+            "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
+            "answer_b": run.answer_b or "", "method": p.method, "tau": p.tau, "mode": p.mode,
+            "mass": p.mass, "max_nodes": p.max_nodes or 200,
+            "edge_threshold": p.edge_threshold, "model": run.model}
+    page = page_context(manager, request.app.state.settings, form)
+    return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_page(request: Request, runs: RunsDep) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(
+        request, "runs.html", {"runs": runs.listing()})
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep,
+                   labels: LabelsDep) -> HTMLResponse:
+    """A run's permalink: the Analyze page with the form and the stored result."""
+    return render_run(request, stored_run(runs, run_id), manager, labels, fragment=False)
+
+
+@router.get("/runs/{run_id}/graph", response_class=HTMLResponse)
+async def run_graph(
+    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    tau: Annotated[float | None, Query(gt=0, le=1)] = None,
+    edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
+) -> HTMLResponse:
+    """The graph and the neurons table at a stricter tau / edge threshold, no recompute."""
+    result = load_result(stored_run(runs, run_id), manager, labels)
+    view = refilter(result, tau, edge_threshold)
+    return request.app.state.templates.TemplateResponse(request, "_graph.html", {
+        "graph": graph_view(view, len(result.nodes), tau, edge_threshold),
+        "run": run_view(result, run_id)})
+
+
+def _panel(request: Request, run: Run, result: CircuitResult, lm: LoadedModel,
+           layer: int, neuron: int, position: int | None, label: str | None,
+           saved: bool = False) -> HTMLResponse:
+    description = describe_neuron(lm.model, lm.tokenizer, layer, neuron, top_k=8)
+    panel = neuron_panel(result, layer, neuron, description, label, position)
+    return request.app.state.templates.TemplateResponse(request, "_neuron_panel.html", {
+        "panel": panel, "run": run_view(result, run.id), "saved": saved})
+
+
+@router.get("/runs/{run_id}/neuron", response_class=HTMLResponse)
+async def run_neuron(
+    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    layer: Annotated[int, Query(ge=0)], neuron: Annotated[int, Query(ge=0)],
+    position: Annotated[int | None, Query(ge=0)] = None,
+) -> HTMLResponse:
+    """The side panel for one neuron of a run."""
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
+
+    def work(lm: LoadedModel) -> HTMLResponse:
+        from analysis.attribution import get_adapter
+
+        adapter = get_adapter(lm.model)
+        check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+        label = labels.get(label_owner(manager, run.model), layer, neuron)
+        return _panel(request, run, result, lm, layer, neuron, position, label)
+
+    return await manager.run(run.model, work)
+
+
+@router.post("/runs/{run_id}/label", response_class=HTMLResponse)
+async def run_label(
+    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    layer: Annotated[int, Form(ge=0)], neuron: Annotated[int, Form(ge=0)],
+    label: Annotated[str, Form(max_length=200)] = "",
+    position: Annotated[int | None, Form(ge=0)] = None,
+) -> HTMLResponse:
+    """Save a neuron's label (empty deletes it) and show the panel again."""
+    run = stored_run(runs, run_id)
+
+    def work(lm: LoadedModel) -> HTMLResponse:
+        from analysis.attribution import get_adapter
+
+        adapter = get_adapter(lm.model)
+        check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+        labels.set(label_owner(manager, run.model), layer, neuron, label)
+        result = load_result(run, manager, labels)
+        return _panel(request, run, result, lm, layer, neuron, position, label.strip(),
+                      saved=True)
+
+    return await manager.run(run.model, work)
+
+
+@router.post("/runs/{run_id}/intervene", response_class=HTMLResponse)
+async def run_intervene(
+    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep,
+    settings: SettingsDep,
+    layer: Annotated[int, Form(ge=0)], neuron: Annotated[int, Form(ge=0)],
+    scale: Annotated[float, Form(ge=-100, le=100)] = 0.0,
+    position: Annotated[int | None, Form(ge=0)] = None,
+) -> HTMLResponse:
+    """Zero or scale one neuron (at one position, or all) and show top-k and m before and
+    after, on the run's own tokens."""
+    run = stored_run(runs, run_id)
+    result = CircuitResult.model_validate(run.result)
+    edit = NeuronEdit(layer=layer, neuron=neuron, scale=scale,
+                      positions=[position] if position is not None else None)
+    outcome = await manager.run(run.model, lambda lm: intervene(
+        lm.model, lm.tokenizer, result.input_ids, [edit], result.target_a, result.target_b,
+        top_k=10))
+    return request.app.state.templates.TemplateResponse(request, "_intervention.html", {
+        "r": outcome, "edit": edit, "run": run_view(result, run.id),
+        "position_token": result.tokens[position].text if position is not None
+        and position < len(result.tokens) else None})
+
+
+EXPORTS = {"json": "application/json", "circuit-tracer.json": "application/json",
+           "nodes.csv": "text/csv; charset=utf-8"}
+
+
+@router.get("/runs/{run_id}/export/{kind}")
+async def run_export(
+    run_id: RunId, kind: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    tau: Annotated[float | None, Query(gt=0, le=1)] = None,
+    edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
+) -> Response:
+    """Download a run: our JSON, the circuit-tracer/Neuronpedia graph JSON, or nodes CSV
+    (at the view's filter when tau / edge_threshold are given)."""
+    if kind not in EXPORTS:
+        raise HTTPException(404, f"unknown export {kind!r}; choose one of {', '.join(EXPORTS)}")
+    run = stored_run(runs, run_id)
+    result = refilter(load_result(run, manager, labels), tau, edge_threshold)
+    if kind == "json":
+        body = result.model_dump_json(indent=1)
+    elif kind == "circuit-tracer.json":
+        body = json.dumps(result.to_circuit_tracer(slug=run.id))
+    else:
+        body = nodes_csv(result)
+    filename = f"circuitlab-{run.id[:8]}-{kind}"
+    return Response(body, media_type=EXPORTS[kind],
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
