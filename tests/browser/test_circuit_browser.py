@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -131,8 +132,16 @@ def test_analyze_graph_panel_label_intervention_filter_permalink(page, live_serv
     assert [e for e in page.console_errors if "status of 4" not in e] == []
 
 
-def test_sortable_table_and_inline_errors(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_sortable_table_exports_and_inline_errors(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
     analyze_seed(page, live_server)
+    for fmt, magic in (("png", b"\x89PNG"), ("svg", b"<svg")):
+        with page.expect_download() as info:
+            page.click(f"[data-export={fmt}]")
+        data = Path(info.value.path()).read_bytes()
+        assert data.startswith(magic) and info.value.suggested_filename.endswith(f".{fmt}")
+    with page.expect_download() as info:
+        page.click("a.export-csv")
+    assert Path(info.value.path()).read_text().startswith("layer,neuron")
     page.click("#neurons-table th:has-text('layer')")
     layers = [int(x) for x in page.locator("#neurons-table tr.node-row td:first-child")
               .all_inner_texts()]
