@@ -1,0 +1,184 @@
+"""Before/after comparison of two circuits: per-neuron categories, a verdict with its
+reasoning, and where in the weights a fine-tune changed the model.
+
+The seeds' question after a correction run is whether SFT removed the bad pathway or
+left it in place and added compensating signals ("L31/N589 -2.61 -> -2.50: barely
+changed; influence sum -0.32 -> +1.11"). Influences here are in logit units with
+m = logit(A) - logit(B): negative pushes towards the wrong answer B.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from analysis.errors import InputError
+
+Category = Literal["persistent", "strengthened", "weakened", "new", "gone", "sign_flip"]
+Verdict = Literal["correction", "compensation", "no change", "made worse"]
+NeuronKey = tuple[int, int]
+
+
+class CompareThresholds(BaseModel):
+    """What counts as large, unchanged and removed; shown next to every verdict."""
+
+    large: float = Field(0.1, gt=0, le=1, description="|influence| >= large * |m_base|.")
+    persistent: float = Field(0.25, gt=0, lt=1,
+                              description="Relative change below this is 'persistent'.")
+    removed: float = Field(0.5, gt=0, le=1,
+                           description="Correction: wrong-way drivers lost this share.")
+    min_delta_m: float = Field(0.1, ge=0, description="Smaller moves of m are 'no change'.")
+
+
+class NeuronChange(BaseModel):
+    layer: int
+    neuron: int
+    base: float
+    tuned: float
+    category: Category
+
+    @property
+    def delta(self) -> float:
+        return self.tuned - self.base
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}/N{self.neuron}"
+
+
+class CircuitComparison(BaseModel):
+    m_base: float
+    m_tuned: float
+    influence_sum_base: float = Field(description="Over the neurons listed.")
+    influence_sum_tuned: float
+    neurons: list[NeuronChange]
+    verdict: Verdict
+    reasons: list[str]
+    thresholds: CompareThresholds
+
+
+def categorize(base: float, tuned: float, scale: float, t: CompareThresholds) -> Category | None:
+    """A neuron's category, or None when it is small in both circuits."""
+    big_base, big_tuned = abs(base) >= t.large * scale, abs(tuned) >= t.large * scale
+    if not big_base and not big_tuned:
+        return None
+    if big_base and big_tuned and (base > 0) != (tuned > 0):
+        return "sign_flip"
+    if not big_base:
+        return "new"
+    if not big_tuned:
+        return "gone"
+    relative = (abs(tuned) - abs(base)) / abs(base)
+    if abs(relative) < t.persistent:
+        return "persistent"
+    return "strengthened" if relative > 0 else "weakened"
+
+
+def compare_influences(
+    m_base: float,
+    m_tuned: float,
+    base: Mapping[NeuronKey, float],
+    tuned: Mapping[NeuronKey, float],
+    thresholds: CompareThresholds | None = None,
+) -> CircuitComparison:
+    """Compare per-neuron influences (summed over positions) of the same prompt under two
+    variants. Neurons missing from one mapping count as 0 there."""
+    t = thresholds or CompareThresholds()
+    scale = abs(m_base) or 1.0
+    changes: list[NeuronChange] = []
+    for key in sorted(set(base) | set(tuned)):
+        b, a = float(base.get(key, 0.0)), float(tuned.get(key, 0.0))
+        category = categorize(b, a, scale, t)
+        if category is not None:
+            changes.append(NeuronChange(layer=key[0], neuron=key[1], base=b, tuned=a,
+                                        category=category))
+    changes.sort(key=lambda c: -max(abs(c.base), abs(c.tuned)))
+    verdict, reasons = judge(m_base, m_tuned, changes, t)
+    return CircuitComparison(
+        m_base=m_base, m_tuned=m_tuned,
+        influence_sum_base=sum(c.base for c in changes),
+        influence_sum_tuned=sum(c.tuned for c in changes),
+        neurons=changes, verdict=verdict, reasons=reasons, thresholds=t,
+    )
+
+
+def judge(m_base: float, m_tuned: float, changes: list[NeuronChange],
+          t: CompareThresholds) -> tuple[Verdict, list[str]]:
+    """Correction, compensation, no change or made worse, with the numbers behind it."""
+    delta_m = m_tuned - m_base
+    reasons = [f"m moved {m_base:+.3f} -> {m_tuned:+.3f} (delta {delta_m:+.3f}; "
+               f"moves under {t.min_delta_m} count as no change)."]
+    if delta_m < -t.min_delta_m:
+        reasons.append("m moved towards the wrong answer B.")
+        return "made worse", reasons
+    if delta_m <= t.min_delta_m:
+        return "no change", reasons
+    drivers = [c for c in changes if c.base <= -t.large * (abs(m_base) or 1.0)]
+    if not drivers:
+        reasons.append("The base circuit has no large driver towards B to remove; "
+                       "the gain comes from drivers towards A.")
+        return "compensation", reasons
+    before = sum(c.base for c in drivers)
+    after = sum(min(c.tuned, 0.0) for c in drivers)
+    kept = after / before if before else 0.0
+    names = ", ".join(f"{c.name} {c.base:+.2f} -> {c.tuned:+.2f}" for c in drivers[:5])
+    reasons.append(f"The base circuit's {len(drivers)} main driver(s) towards B ({names}) "
+                   f"kept {kept:.0%} of their pull ({before:+.3f} -> {after:+.3f}).")
+    if kept <= 1 - t.removed:
+        reasons.append(f"They lost at least {t.removed:.0%} of it: the bad pathway was "
+                       "removed.")
+        return "correction", reasons
+    gain = sum(max(c.tuned, 0.0) - max(c.base, 0.0) for c in changes
+               if c.category in ("new", "strengthened", "sign_flip") and c.tuned > 0)
+    reasons.append(f"New or strengthened drivers towards A add {gain:+.3f}.")
+    if gain > abs(after - before):
+        reasons.append("They outweigh what the wrong-way drivers lost: the pathway is still "
+                       "there, and the fine-tune compensates for it.")
+        return "compensation", reasons
+    reasons.append("Neither the drivers towards B lost most of their pull nor did drivers "
+                   "towards A outweigh them.")
+    return "no change", reasons
+
+
+class WeightChange(BaseModel):
+    layer: int | None
+    module: str
+    relative: float = Field(description="||W_tuned - W_base|| / ||W_base||.")
+    norm_base: float
+
+
+LAYER_RE = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.(.+)$")
+
+
+def weight_changes(base: torch.nn.Module, tuned: torch.nn.Module,
+                   min_relative: float = 0.0) -> list[WeightChange]:
+    """Relative weight change per layer and module of a full fine-tune, largest first.
+    Refuses models whose parameters do not line up (another base, another shape)."""
+    base_params = dict(base.named_parameters())
+    tuned_params = dict(tuned.named_parameters())
+    if set(base_params) != set(tuned_params):
+        missing = sorted(set(base_params) ^ set(tuned_params))[:3]
+        raise InputError(f"the two models have different parameters (e.g. {missing}); "
+                         "a variant must share its base's architecture", field="variant")
+    out = []
+    with torch.no_grad():
+        for name, w in base_params.items():
+            v = tuned_params[name]
+            if w.shape != v.shape:
+                raise InputError(f"{name} has shape {tuple(v.shape)} in the variant but "
+                                 f"{tuple(w.shape)} in the base", field="variant")
+            norm = float(w.float().norm())
+            diff = float((v.float().to(w.device) - w.float()).norm())
+            relative = diff / norm if norm else (0.0 if diff == 0 else float("inf"))
+            if relative < min_relative:
+                continue
+            match = LAYER_RE.search(name)
+            layer, module = (int(match.group(1)), match.group(2)) if match else (None, name)
+            out.append(WeightChange(layer=layer, module=module.removesuffix(".weight"),
+                                    relative=relative, norm_base=norm))
+    out.sort(key=lambda c: -c.relative)
+    return out
