@@ -14,8 +14,8 @@ from analysis.analyze import (
     prepare,
     refilter,
 )
-from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit, get_adapter
-from analysis.attribution.describe import check_neuron
+from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
+from analysis.attribution.describe import check_model_neuron
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
 from app.api import prompt_spec
@@ -157,8 +157,7 @@ async def label_route(layer: int, neuron: int, body: LabelRequest, manager: Mana
     """Save (or, with an empty label, delete) a user's label for a neuron."""
     name = body.model or settings.default_model
     lm = await manager.run(name, lambda lm: lm)
-    adapter = get_adapter(lm.model)
-    check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+    check_model_neuron(lm.model, layer, neuron)
     labels.set(label_model(lm), layer, neuron, body.label)
     return {"model": label_model(lm), "layer": layer, "neuron": neuron,
             "label": labels.get(label_model(lm), layer, neuron)}

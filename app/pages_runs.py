@@ -11,18 +11,16 @@ from fastapi.responses import HTMLResponse, Response
 
 from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
-from analysis.attribution.describe import check_neuron, describe_neuron
+from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.models import LoadedModel
 from app.api_circuits import stored_run
 from app.db import LabelStore, Run
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.forms import page_context
 from app.model_manager import ModelManager
 from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
 
 router = APIRouter(include_in_schema=False)
-
-RunId = Annotated[str, "a run id"]
-
 
 def label_owner(manager: ModelManager, model: str) -> str:
     """Labels are stored under the base model (see api_circuits.label_model)."""
@@ -55,8 +53,6 @@ def tau_floor(result: CircuitResult) -> float:
 
 def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
                fragment: bool) -> HTMLResponse:
-    from app.pages import page_context  # the Analyze page owns the form's context
-
     result = load_result(run, manager, labels)
     floor = tau_floor(result)
     ctx: dict[str, Any] = {
@@ -86,7 +82,7 @@ async def runs_page(request: Request, runs: RunsDep) -> HTMLResponse:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-async def run_page(request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep,
+async def run_page(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
                    labels: LabelsDep) -> HTMLResponse:
     """A run's permalink: the Analyze page with the form and the stored result."""
     return render_run(request, stored_run(runs, run_id), manager, labels, fragment=False)
@@ -94,7 +90,7 @@ async def run_page(request: Request, run_id: RunId, runs: RunsDep, manager: Mana
 
 @router.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(
-    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     tau: Annotated[float | None, Query(gt=0, le=1)] = None,
     edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
 ) -> HTMLResponse:
@@ -117,7 +113,7 @@ def _panel(request: Request, run: Run, result: CircuitResult, lm: LoadedModel,
 
 @router.get("/runs/{run_id}/neuron", response_class=HTMLResponse)
 async def run_neuron(
-    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     layer: Annotated[int, Query(ge=0)], neuron: Annotated[int, Query(ge=0)],
     position: Annotated[int | None, Query(ge=0)] = None,
 ) -> HTMLResponse:
@@ -126,10 +122,7 @@ async def run_neuron(
     result = load_result(run, manager, labels)
 
     def work(lm: LoadedModel) -> HTMLResponse:
-        from analysis.attribution import get_adapter
-
-        adapter = get_adapter(lm.model)
-        check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+        check_model_neuron(lm.model, layer, neuron)
         label = labels.get(label_owner(manager, run.model), layer, neuron)
         return _panel(request, run, result, lm, layer, neuron, position, label)
 
@@ -138,7 +131,7 @@ async def run_neuron(
 
 @router.post("/runs/{run_id}/label", response_class=HTMLResponse)
 async def run_label(
-    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     layer: Annotated[int, Form(ge=0)], neuron: Annotated[int, Form(ge=0)],
     label: Annotated[str, Form(max_length=200)] = "",
     position: Annotated[int | None, Form(ge=0)] = None,
@@ -147,10 +140,7 @@ async def run_label(
     run = stored_run(runs, run_id)
 
     def work(lm: LoadedModel) -> HTMLResponse:
-        from analysis.attribution import get_adapter
-
-        adapter = get_adapter(lm.model)
-        check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+        check_model_neuron(lm.model, layer, neuron)
         labels.set(label_owner(manager, run.model), layer, neuron, label)
         result = load_result(run, manager, labels)
         return _panel(request, run, result, lm, layer, neuron, position, label.strip(),
@@ -161,7 +151,7 @@ async def run_label(
 
 @router.post("/runs/{run_id}/intervene", response_class=HTMLResponse)
 async def run_intervene(
-    request: Request, run_id: RunId, runs: RunsDep, manager: ManagerDep,
+    request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
     settings: SettingsDep,
     layer: Annotated[int, Form(ge=0)], neuron: Annotated[int, Form(ge=0)],
     scale: Annotated[float, Form(ge=-100, le=100)] = 0.0,
@@ -188,7 +178,7 @@ EXPORTS = {"json": "application/json", "circuit-tracer.json": "application/json"
 
 @router.get("/runs/{run_id}/export/{kind}")
 async def run_export(
-    run_id: RunId, kind: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    run_id: str, kind: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     tau: Annotated[float | None, Query(gt=0, le=1)] = None,
     edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
 ) -> Response:

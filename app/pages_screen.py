@@ -62,7 +62,6 @@ async def screen_run(
         items = parse_screen_json(text)
     except InputError as exc:
         raise InputError(exc.message, field=field) from exc
-    settings.limits.check_batch(len(items))
     options = ScreenOptions(top_k=top_k, skip_filler=skip_filler, chat_template=chat_template,
                             answer_prefix=answer_prefix)
     name = model or settings.default_model

@@ -50,6 +50,12 @@ def check_neuron(n_layers: int, n_neurons: int, layer: int, neuron: int) -> None
         raise InputError(f"neuron must be in [0, {n_neurons - 1}], got {neuron!r}", field="neuron")
 
 
+def check_model_neuron(model: torch.nn.Module, layer: int, neuron: int) -> None:
+    """``check_neuron`` against a loaded model's shape."""
+    adapter = get_adapter(model)
+    check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
+
+
 def logit_lens(model: torch.nn.Module, layer: int, neuron: int) -> torch.Tensor:
     """Vocabulary scores ``[vocab]`` of the neuron's output direction (float32)."""
     adapter = get_adapter(model)
