@@ -49,7 +49,7 @@ setup() {
   stamp=$(cat pyproject.toml package.json package-lock.json | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.circuitlab-stamp" 2>/dev/null)" != "$stamp" ]; then
     say "installing circuitlab and its dependencies"
-    "$PY" -m pip install -q -e ".[dev]"
+    "$PY" -m pip install -q -e ".[dev,train,ray]"
     if ! command -v npm >/dev/null 2>&1; then
       say "npm (Node.js) is needed once to install htmx: apt-get install nodejs npm"; exit 1
     fi

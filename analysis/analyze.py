@@ -4,12 +4,13 @@ CLI, the server and a notebook all get the same numbers from the same request.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
 from analysis.answers import AnswerToken, resolve_answer, resolve_contrast
 from analysis.attribution import (
+    Attribution,
     CircuitResult,
     InterventionResult,
     NeuronDescription,
@@ -95,6 +96,7 @@ def analyze(
     limits: CircuitLimits | None = None,
     labels: dict[str, str] | None = None,
     prepared: PreparedCircuit | None = None,
+    on_attribution: Callable[[Attribution], None] | None = None,
 ) -> CircuitResult:
     """Attribution, pruning, edges and faithfulness for one prompt."""
     limits = limits or CircuitLimits()
@@ -106,7 +108,7 @@ def analyze(
         mode=req.mode, mass=req.mass, max_nodes=req.max_nodes, edges=req.edges,
         edge_normalization=req.edge_normalization, edge_threshold=req.edge_threshold,
         ablation=req.ablation, model_name=lm.name, model_revision=lm.revision,
-        prompt=prep.formatted.text, labels=labels,
+        prompt=prep.formatted.text, labels=labels, on_attribution=on_attribution,
     )
     # The key was hashed from prep.params; a drift between make_params and run_circuit's
     # own defaults would silently serve wrong cached runs, so refuse it loudly.

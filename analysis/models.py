@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from analysis.embedded import EMBEDDED_NAME, ensure_converted
 from analysis.errors import InputError, UnknownModel
+from analysis.lora import LoraOverlay, load_overlay
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -58,6 +59,11 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name!r}: source=hub needs hf_id")
         if self.kind != "base" and not self.base:
             raise ValueError(f"model {self.name!r}: a {self.kind} variant needs its base")
+        if self.kind == "lora" and self.source != "local":
+            raise ValueError(f"model {self.name!r}: a LoRA variant is an adapter directory "
+                             "(source=local with its path)")
+        if self.base == self.name:
+            raise ValueError(f"model {self.name!r} cannot be its own base")
         return self
 
 
@@ -113,6 +119,9 @@ class LoadedModel:
     revision: str
     load_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # A LoRA variant shares its base's module tree; this overlay is attached while the
+    # variant is the one in use (see `activate`).
+    overlay: LoraOverlay | None = None
 
     @property
     def name(self) -> str:
@@ -128,7 +137,43 @@ class LoadedModel:
         return self.model.get_input_embeddings().weight.device
 
     def memory_bytes(self) -> int:
+        """What this model adds to memory: its parameters, or a LoRA variant's adapter."""
+        if self.overlay is not None:
+            return self.overlay.nbytes()
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+ACTIVE = "_circuitlab_active_overlay"
+
+
+def activate(lm: LoadedModel) -> None:
+    """Make ``lm`` the model its module tree computes: attach a LoRA variant's overlay,
+    or detach whatever overlay a variant left on a base. Callers that share a base across
+    variants (the server's model manager) call this before every piece of work."""
+    active = getattr(lm.model, ACTIVE, None)
+    if active is lm.overlay:
+        return
+    if active is not None:
+        active.detach()
+    if lm.overlay is not None:
+        lm.overlay.attach(lm.model)
+    setattr(lm.model, ACTIVE, lm.overlay)
+
+
+def load_lora_variant(spec: ModelSpec, base: LoadedModel, cache_dir: Path) -> LoadedModel:
+    """A LoRA variant over its resident base: the adapter's matrices only, no weight copy."""
+    if spec.kind != "lora" or spec.base != base.name:
+        raise InputError(f"{spec.name!r} is not a LoRA adapter over {base.name!r}",
+                         field="variant")
+    started = time.perf_counter()
+    location = model_directory(spec, cache_dir)
+    assert isinstance(location, Path)
+    overlay = load_overlay(spec.name, location)
+    return LoadedModel(
+        spec=spec, model=base.model, tokenizer=base.tokenizer, device=base.device,
+        dtype=base.dtype, revision=fingerprint(location, spec, base.revision),
+        load_seconds=time.perf_counter() - started, overlay=overlay,
+    )
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
@@ -151,19 +196,24 @@ def model_directory(spec: ModelSpec, cache_dir: Path) -> Path | str:
     if spec.source == "local":
         assert spec.path is not None
         path = spec.path if spec.path.is_absolute() else Path(cache_dir) / spec.path
-        if not (path / "config.json").is_file():
+        marker = "adapter_config.json" if spec.kind == "lora" else "config.json"
+        if not (path / marker).is_file():
             raise FileNotFoundError(
-                f"model {spec.name!r}: {path} is not a Hugging Face model directory "
-                "(no config.json)"
+                f"model {spec.name!r}: {path} is not a "
+                f"{'LoRA adapter' if spec.kind == 'lora' else 'Hugging Face model'} "
+                f"directory (no {marker})"
             )
         return path
     assert spec.hf_id is not None
     return spec.hf_id
 
 
-def fingerprint(location: Path | str, spec: ModelSpec) -> str:
-    """A short id of the weights on disk, so cached results are keyed to a revision."""
+def fingerprint(location: Path | str, spec: ModelSpec, base_revision: str = "") -> str:
+    """A short id of the weights on disk, so cached results are keyed to a revision (an
+    adapter's also to its base's)."""
     h = hashlib.sha256(spec.name.encode())
+    if base_revision:
+        h.update(f":{base_revision}".encode())
     if isinstance(location, Path):
         for f in sorted(location.iterdir()):
             if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".model"}:
@@ -183,6 +233,9 @@ def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     device, dtype = resolve_device_dtype(spec.device, spec.dtype)
     location = model_directory(spec, cache_dir)
     offline: dict[str, Any] = {}
+    if spec.kind == "lora":
+        raise InputError(f"{spec.name!r} is a LoRA adapter: load its base and use "
+                         "load_lora_variant", field="model")
     if spec.source == "hub":
         # No hub at run time: resolve from the local HF cache only (analysis/__init__
         # also sets HF_HUB_OFFLINE before huggingface_hub is imported).

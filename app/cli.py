@@ -224,6 +224,81 @@ def analyze(
         typer.echo(f"wrote {output}/graph.json, circuit-tracer.json, summary.txt")
 
 
+@cli.command()
+def compare(
+    prompt: Annotated[str, typer.Argument(help="The prompt text.")],
+    base: Annotated[str, typer.Option("--base", help="The base model's registered name.")],
+    variant: Annotated[str, typer.Option("--variant", help="A fine-tuned variant's name.")],
+    contrastive: Annotated[tuple[str, str], typer.Option(
+        "--contrastive", help='Answers A (right) and B (wrong): --contrastive " aldosterone" '
+                              '" renin"')],
+    method: Annotated[str, typer.Option(help="relp | grad_x_act | integrated_gradients")]
+        = "relp",
+    tau: Annotated[float, typer.Option()] = 0.15,
+    max_nodes: Annotated[int, typer.Option()] = 200,
+    prompt_set: Annotated[Path | None, typer.Option(
+        "--prompt-set", help="File of lines 'kind | prompt | expected | wrong'.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Directory for comparison.json, neurons.csv, prompts.csv")]
+        = None,
+    chat_template: ChatOpt = False,
+    system_prompt: SystemOpt = None,
+    answer_prefix: PrefixOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Base vs fine-tuned variant on one prompt: predictions, per-neuron categories, the
+    verdict (correction / compensation), weight changes and layer patching. Saved in the
+    app's database, so it also opens on the Compare page."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from app.compare_service import run_comparison
+    from app.db import RunStore, init_db
+    from app.forms import parse_prompt_set
+    from app.model_manager import ModelManager
+    from app.schemas import CompareBody
+    from app.variants import VariantStore
+    from frontend.compare import neurons_csv, prompts_csv
+
+    settings = _settings()
+    sessions = init_db(settings.db_url())
+    manager = ModelManager(settings.registry(), settings.cache_dir,
+                           settings.max_resident_models,
+                           discover=VariantStore(sessions, settings.cache_dir).specs)
+    runs = RunStore(sessions)
+    try:
+        items = parse_prompt_set(prompt_set.read_text()) if prompt_set else []
+        body = CompareBody(base=base, variant=variant, prompt=prompt,
+                           chat_template=chat_template, system_prompt=system_prompt,
+                           answer_prefix=answer_prefix, answer_a=contrastive[0],
+                           answer_b=contrastive[1], method=method,  # type: ignore[arg-type]
+                           tau=tau, max_nodes=max_nodes, prompt_set=items)
+        run = asyncio.run(run_comparison(body, manager, settings, runs))
+    except CircuitlabError as exc:
+        _fail(exc)
+        return
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(CircuitlabError(first["msg"], field=".".join(map(str, first["loc"]))))
+        return
+    from app.compare_service import load_comparison
+
+    result = load_comparison(run, runs)
+    if as_json:
+        typer.echo(result.model_dump_json(exclude={"base_circuit", "tuned_circuit"}))
+    else:
+        typer.echo(result.summary())
+        typer.echo(f"saved as comparison {run.id} (open /compare/{run.id} in the app)")
+    if output:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "comparison.json").write_text(
+            result.model_dump_json(indent=1, exclude={"base_circuit", "tuned_circuit"}))
+        (output / "neurons.csv").write_text(neurons_csv(result))
+        (output / "prompts.csv").write_text(prompts_csv(result))
+        typer.echo(f"wrote {output}/comparison.json, neurons.csv, prompts.csv")
+
+
 def main() -> None:
     cli()
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 
+from analysis.compare import CompareThresholds
+from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
+from analysis.errors import InputError
 from analysis.screening import MAX_PROMPT_CHARS
 from app.model_manager import ModelManager
-from app.schemas import PredictRequest
+from app.schemas import CompareBody, PredictRequest
 from app.settings import Settings
 
 # What the form shows before anything is typed; the Analyze page and a permalink both
@@ -43,3 +46,103 @@ def page_context(manager: ModelManager, settings: Settings,
     return {"models": manager.registry.names(), "default_model": settings.default_model,
             "limits": settings.limits, "circuit_limits": settings.circuit_limits,
             "form": {**FORM_DEFAULTS, **form}}
+
+
+# ---------------------------------------------------------------------------------------
+# The Compare form
+# ---------------------------------------------------------------------------------------
+
+COMPARE_DEFAULTS: dict[str, Any] = {
+    **FORM_DEFAULTS, "base": "", "variant": "", "prompt_set": "",
+    "large": 0.1, "persistent": 0.25, "removed": 0.5, "min_delta_m": 0.1,
+}
+PROMPT_SET_HELP = ("one prompt per line: kind | prompt | expected answer | wrong answer "
+                   "(kind: generalization or side_effect; the wrong answer may be left out)")
+MAX_PROMPT_SET_CHARS = 60_000
+
+
+class CompareForm(BaseModel):
+    """The Compare form's fields; thresholds flat, the prompt set as text lines."""
+
+    base: str = Field("", max_length=64)
+    variant: str = Field("", max_length=64)
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    chat_template: bool = False
+    system_prompt: str = Field("", max_length=4000)
+    answer_prefix: str = Field("", max_length=200)
+    answer_a: str = Field("", max_length=200)
+    answer_b: str = Field("", max_length=200)
+    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
+    tau: float = Field(0.15, gt=0, le=1)
+    max_nodes: int = Field(200, ge=1)
+    edge_threshold: float = Field(0.0, ge=0)
+    large: float = Field(0.1, gt=0, le=1)
+    persistent: float = Field(0.25, gt=0, lt=1)
+    removed: float = Field(0.5, gt=0, le=1)
+    min_delta_m: float = Field(0.1, ge=0)
+    prompt_set: str = Field("", max_length=MAX_PROMPT_SET_CHARS)
+
+    def body(self) -> CompareBody:
+        """The JSON API's request, with errors pointing at this form's fields."""
+        if not self.base:
+            raise InputError("pick the base model", field="base")
+        if not self.variant:
+            raise InputError("pick a fine-tuned variant to compare with the base",
+                             field="variant")
+        if not self.answer_a.strip():
+            raise InputError("a comparison needs answer A (the right answer)",
+                             field="answer_a")
+        try:
+            return CompareBody(
+                base=self.base, variant=self.variant, prompt=self.prompt,
+                chat_template=self.chat_template, system_prompt=self.system_prompt or None,
+                answer_prefix=self.answer_prefix, answer_a=self.answer_a,
+                answer_b=self.answer_b or None, method=self.method, tau=self.tau,
+                max_nodes=self.max_nodes, edge_threshold=self.edge_threshold,
+                thresholds=CompareThresholds(large=self.large, persistent=self.persistent,
+                                             removed=self.removed,
+                                             min_delta_m=self.min_delta_m),
+                prompt_set=parse_prompt_set(self.prompt_set),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = str(first["loc"][0]) if first["loc"] else None
+            raise InputError(f"{where}: {first['msg']}", field=where) from exc
+
+
+def parse_prompt_set(text: str) -> list[PromptSetItem]:
+    """Lines ``kind | prompt | expected | wrong``; blank lines and ``#`` comments skipped."""
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) not in (3, 4):
+            raise InputError(f"prompt set line {number}: expected 3 or 4 fields separated "
+                             f"by '|', got {len(parts)} ({PROMPT_SET_HELP})",
+                             field="prompt_set")
+        kind = parts[0].lower().replace("-", "_").replace(" ", "_")
+        if kind not in ("generalization", "side_effect"):
+            raise InputError(f"prompt set line {number}: kind {parts[0]!r} is not "
+                             "'generalization' or 'side_effect'", field="prompt_set")
+        # Answers keep one leading space (" renin" is the token after "is"), as the
+        # answers typed in the form would; the '|' separators ate it.
+        expected = " " + parts[2] if parts[2] else ""
+        wrong = " " + parts[3] if len(parts) == 4 and parts[3] else None
+        try:
+            items.append(PromptSetItem(kind=kind, prompt=parts[1],  # type: ignore[arg-type]
+                                       expected=expected, wrong=wrong))
+        except ValidationError as exc:
+            raise InputError(f"prompt set line {number}: {exc.errors()[0]['msg']}",
+                             field="prompt_set") from exc
+        if len(items) > MAX_PROMPT_SET:
+            raise InputError(f"the prompt set has more than {MAX_PROMPT_SET} prompts",
+                             field="prompt_set")
+    return items
+
+
+def prompt_set_text(items: list[dict[str, Any]]) -> str:
+    """The textarea text of a stored prompt set (the inverse of parse_prompt_set)."""
+    return "\n".join(" | ".join([i["kind"], i["prompt"], i["expected"].strip(),
+                                 *([i["wrong"].strip()] if i.get("wrong") else [])])
+                     for i in items)

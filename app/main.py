@@ -12,22 +12,25 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app import api, api_circuits, pages, pages_runs, pages_screen
+from app import api, api_circuits, pages, pages_compare, pages_runs, pages_screen
 from app.assets import vendor_files
 from app.db import LabelStore, RunStore, init_db
 from app.errors import install_error_handlers
 from app.model_manager import ModelManager
 from app.settings import PROJECT_ROOT, Settings
+from app.variants import VariantStore
 
 log = logging.getLogger("circuitlab")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    manager = ModelManager(settings.registry(), settings.cache_dir,
-                           settings.max_resident_models)
     vendor = vendor_files()
     sessions = init_db(settings.db_url())
+    variants = VariantStore(sessions, settings.cache_dir)
+    manager = ModelManager(settings.registry(), settings.cache_dir,
+                           settings.max_resident_models, discover=variants.specs)
+    manager.refresh()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessions
     app.state.labels = LabelStore(sessions)
     app.state.runs = RunStore(sessions)
+    app.state.variants = variants
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     install_error_handlers(app)
     app.include_router(api.router)
@@ -61,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(pages_runs.router)
     app.include_router(pages_screen.router)
+    app.include_router(pages_compare.router)
+    app.include_router(pages_compare.api)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)

@@ -15,34 +15,90 @@ from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from analysis.models import LoadedModel, ModelRegistry, load_model
+from analysis.errors import UnknownModel
+from analysis.models import (
+    LoadedModel,
+    ModelRegistry,
+    ModelSpec,
+    activate,
+    load_lora_variant,
+    load_model,
+)
 
 T = TypeVar("T")
 
 
 class ModelManager:
-    def __init__(self, registry: ModelRegistry, cache_dir: Path, max_resident: int = 1) -> None:
+    """Full models (bases and full fine-tunes) count against ``max_resident``; the least
+    recently used one is swapped out. LoRA variants are overlays on their resident base
+    (their adapter matrices only) and are dropped with it."""
+
+    def __init__(self, registry: ModelRegistry, cache_dir: Path, max_resident: int = 1,
+                 discover: Callable[[], list[ModelSpec]] | None = None) -> None:
         self.registry = registry
         self.cache_dir = cache_dir
         self.max_resident = max_resident
+        # Variants registered after start-up (by correction jobs) are found through this.
+        self.discover = discover
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._adapters: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self.loading: str | None = None
         self.last_error: str | None = None
 
     def loaded(self) -> list[LoadedModel]:
-        return list(self._loaded.values())
+        return [*self._loaded.values(), *self._adapters.values()]
 
     def is_loaded(self, name: str) -> bool:
-        return name in self._loaded
+        return name in self._loaded or name in self._adapters
+
+    def refresh(self) -> None:
+        """Register variants that appeared since start-up (e.g. a finished job's)."""
+        if self.discover is None:
+            return
+        known = set(self.registry.names())
+        for spec in self.discover():
+            if spec.name not in known:
+                self.registry.add(spec)
+
+    def spec(self, name: str) -> ModelSpec:
+        """The registered spec of ``name``, looking for new variants before giving up."""
+        try:
+            return self.registry.get(name)
+        except UnknownModel:
+            self.refresh()
+            return self.registry.get(name)
 
     def _get_locked(self, name: str) -> LoadedModel:
-        spec = self.registry.get(name)  # raises UnknownModel before any loading
+        lm = self._resident(name)
+        activate(lm)
+        return lm
+
+    def _resident(self, name: str) -> LoadedModel:
+        spec = self.spec(name)  # raises UnknownModel before any loading
+        if spec.kind == "lora":
+            assert spec.base is not None
+            base = self._resident(spec.base)
+            cached = self._adapters.get(name)
+            if cached is not None and cached.model is base.model:
+                return cached
+            self.loading = name
+            try:
+                lm = load_lora_variant(spec, base, self.cache_dir)
+            except Exception as exc:
+                self.last_error = f"{name}: {exc}"
+                raise
+            finally:
+                self.loading = None
+            self._adapters[name] = lm
+            return lm
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
         while len(self._loaded) >= self.max_resident:
-            self._loaded.popitem(last=False)
+            evicted, _ = self._loaded.popitem(last=False)
+            for adapter in [a for a in self._adapters.values() if a.spec.base == evicted]:
+                del self._adapters[adapter.name]
         self.loading = name
         try:
             lm = load_model(spec, self.cache_dir)
@@ -64,5 +120,5 @@ class ModelManager:
 
     async def run(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
         """Run `fn` on the named model in a worker thread, one model job at a time."""
-        self.registry.get(name)  # an unknown name fails now, not after queueing
+        self.spec(name)  # an unknown name fails now, not after queueing
         return await run_in_threadpool(self.run_sync, name, fn)

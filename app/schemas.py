@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.compare import CompareThresholds
+from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
 from analysis.models import NAME_PATTERN
 from analysis.screening import MAX_PROMPT_CHARS, ScreenItem
 
@@ -87,3 +89,31 @@ class LabelRequest(BaseModel):
 
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN)
     label: str = Field(max_length=200, description="Empty deletes the label.")
+
+
+class CompareBody(BaseModel):
+    """Compare a fine-tuned variant with its base on one prompt (plus a prompt set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(max_length=64, pattern=NAME_PATTERN, description="The base model.")
+    variant: str = Field(max_length=64, pattern=NAME_PATTERN,
+                         description="A fine-tuned variant of the base (full or LoRA).")
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    chat_template: bool = False
+    system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_CHARS)
+    answer_prefix: str = Field("", max_length=200)
+    answer_a: str = Field(min_length=1, max_length=200,
+                          description="The right answer (m pushes towards it).")
+    answer_b: str | None = Field(None, max_length=200, description="The wrong answer.")
+    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
+    tau: float = Field(0.15, gt=0, le=1)
+    mode: Literal["tau", "cumulative"] = "tau"
+    mass: float = Field(0.8, gt=0, le=1)
+    max_nodes: int = Field(200, ge=1)
+    edges: bool = True
+    edge_threshold: float = Field(0.0, ge=0)
+    thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
+    prompt_set: list[PromptSetItem] = Field(default_factory=list, max_length=MAX_PROMPT_SET,
+                                            description="Generalization / side-effect "
+                                                        "prompts with expected answers.")

@@ -72,8 +72,10 @@ class Settings(BaseSettings):
                                     description="Models besides the embedded one.")
     include_embedded: bool = True
     load_on_start: bool = Field(True, description="Load the default model in the lifespan.")
-    max_resident_models: int = Field(1, ge=1,
-                                     description="Loaded models kept in memory at once.")
+    max_resident_models: int = Field(
+        2, ge=1, description="Full models kept in memory at once (base + a full fine-tune "
+                             "for a comparison); LoRA variants do not count. Set 1 when two "
+                             "copies do not fit: a comparison then swaps the variant in.")
     limits: Limits = Field(default_factory=Limits)
     circuit_limits: CircuitLimits = Field(default_factory=CircuitLimits)
 

@@ -80,13 +80,19 @@ def answer_labels(result: CircuitResult) -> tuple[str, str | None]:
 
 
 def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
-                 height: int | None = None) -> dict[str, Any]:
-    """The attribution graph of a (possibly re-filtered) circuit as a Plotly figure dict."""
+                 height: int | None = None, layout_nodes: list[Node] | None = None,
+                 size_max: float | None = None) -> dict[str, Any]:
+    """The attribution graph of a (possibly re-filtered) circuit as a Plotly figure dict.
+
+    ``layout_nodes`` (a superset of the circuit's nodes) and ``size_max`` put several
+    graphs on one layout and one marker scale: a node sits at the same spot and a given
+    influence draws the same size in each (the Compare page's side-by-side graphs)."""
     n_layers = n_layers_of(result)
     n_pos = len(result.tokens)
     last = n_pos - 1
-    centres, widths = column_layout(result.nodes, n_pos)
-    xy = node_positions(result.nodes, centres, widths)
+    placed = layout_nodes if layout_nodes is not None else result.nodes
+    centres, widths = column_layout(placed, n_pos)
+    xy = node_positions(placed, centres, widths)
     half = widths[last] / 2 if n_pos else 0.5
     logit_a_xy = (centres[last] - half / 2 if result.target_b is not None else centres[last],
                   n_layers)
@@ -131,7 +137,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "hovertemplate": "embedding of %{text} (position %{customdata})<extra></extra>",
         "showlegend": False,
     })
-    biggest = max((abs(n.influence) for n in result.nodes), default=0.0) or 1.0
+    biggest = size_max or max((abs(n.influence) for n in result.nodes), default=0.0) or 1.0
     for towards, colour, answer in (("A", TOWARDS_A, a_label), ("B", TOWARDS_B, b_label)):
         members = [n for n in result.nodes if n.towards == towards]
         if towards == "B" and answer is None:

@@ -87,7 +87,7 @@ function sortBy(th) {
   table.querySelectorAll("th").forEach((h) => h.removeAttribute("aria-sort"));
   th.setAttribute("aria-sort", descending ? "descending" : "ascending");
   const body = table.tBodies[0];
-  const rows = Array.from(body.querySelectorAll("tr.node-row"));
+  const rows = Array.from(body.querySelectorAll("tr.node-row, tr.sort-row"));
   const key = (tr) => {
     const cell = tr.children[index];
     if (!numeric) return cell.textContent.trim().toLowerCase();

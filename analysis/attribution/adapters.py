@@ -30,6 +30,7 @@ from torch import nn
 
 from analysis.attribution.linearize import half_gradient, linearized_gate, upcast
 from analysis.errors import InputError
+from analysis.lora import linear_rows, linear_weight
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class ArchAdapter:
         ``linearize`` the gate gets the same backward as `hooks.instrument` gives it."""
         raise NotImplementedError
 
+    def mlp_output_module(self, layer: int) -> nn.Module:
+        """The module whose output the layer adds to the residual stream as its MLP part
+        (what layer-by-layer activation patching swaps)."""
+        return self.mlp_block(layer)
+
     def qk_outputs(self, layer: int) -> list[QKOutput]:
         raise NotImplementedError
 
@@ -114,8 +120,9 @@ class ArchAdapter:
         return float(cap) if cap else None
 
     def down_matrix(self, layer: int) -> torch.Tensor:
-        """``[d_model, n_neurons]``: column ``n`` is what neuron ``n`` writes per unit."""
-        return self.mlp(layer).down.weight
+        """``[d_model, n_neurons]``: column ``n`` is what neuron ``n`` writes per unit
+        (with an attached LoRA overlay's delta)."""
+        return linear_weight(self.mlp(layer).down)
 
     def output_gain(self, layer: int) -> torch.Tensor | None:
         """Per-channel gain applied to the MLP output before the residual add, if any."""
@@ -167,8 +174,9 @@ class ArchAdapter:
 
 
 def _rows_linear(linear: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``linear(x)[k, rows[k]]`` for each k, touching only the needed weight rows."""
-    w = linear.weight[rows.to(linear.weight.device)].to(x.dtype)
+    """``linear(x)[k, rows[k]]`` for each k, touching only the needed weight rows (plus an
+    attached LoRA overlay's delta, so recomputed neurons match the variant's forward)."""
+    w = linear_rows(linear, rows).to(x.dtype)
     out = (x * w).sum(-1)
     bias = getattr(linear, "bias", None)
     if bias is not None:
@@ -259,6 +267,11 @@ class GemmaAdapter(LlamaAdapter):
     def output_gain(self, layer: int) -> torch.Tensor | None:
         post = getattr(self.model.model.layers[layer], "post_feedforward_layernorm", None)
         return None if post is None else self._gain(post)
+
+    def mlp_output_module(self, layer: int) -> nn.Module:
+        # Gemma normalises the MLP output once more before adding it to the residual.
+        post = getattr(self.model.model.layers[layer], "post_feedforward_layernorm", None)
+        return post if post is not None else self.mlp_block(layer)
 
 
 # ---------------------------------------------------------------------------------------

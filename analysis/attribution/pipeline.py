@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from analysis.attribution.adapters import get_adapter
-from analysis.attribution.core import attribute, check_method, decode_tokens
+from analysis.attribution.core import Attribution, attribute, check_method, decode_tokens
 from analysis.attribution.edges import compute_edges
 from analysis.attribution.patching import faithfulness as measure_faithfulness
 from analysis.attribution.prune import check_prune_params, neuron_totals, prune
@@ -46,8 +46,11 @@ def run_circuit(
     model_revision: str | None = None,
     prompt: str | None = None,
     labels: dict[str, str] | None = None,
+    on_attribution: Callable[[Attribution], None] | None = None,
 ) -> CircuitResult:
-    """Everything for one prompt. ``labels`` maps ``L{layer}/N{neuron}`` to user labels.
+    """Everything for one prompt. ``labels`` maps ``L{layer}/N{neuron}`` to user labels;
+    ``on_attribution`` sees the dense attribution (a comparison keeps every neuron's
+    total, not only the kept ones).
 
     Parameters are validated before any model work, so a bad request fails fast.
     """
@@ -73,6 +76,8 @@ def run_circuit(
         ig_baseline=ig_baseline,
     )
     timing = Timing(attribution_s=attr.seconds)
+    if on_attribution is not None:
+        on_attribution(attr)
 
     t0 = time.perf_counter()
     nodes = prune(

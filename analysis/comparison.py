@@ -1,0 +1,504 @@
+"""Base vs fine-tuned comparison of one prompt (and a prompt set), in phases.
+
+A comparison needs the variant and the base, but never both in memory at once: a LoRA
+variant *is* its base with an overlay attached, and a full variant may only fit by being
+swapped in. So it runs as two phases, each on one model, with small tensors passed
+between them:
+
+1. :func:`observe_variant` on the fine-tune: its circuit, every neuron's total influence,
+   the prompt set's probabilities, and each layer's MLP output and residual stream for
+   activation patching;
+2. :func:`observe_base` on the base: the same, plus layer-by-layer patching of the
+   variant's recorded activations into the base, and where the weights changed;
+3. :func:`assemble` (no model): categories, verdict, prompt-set table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from analysis.analyze import CircuitLimits, CircuitRequest, analyze
+from analysis.answers import resolve_answer, resolve_contrast
+from analysis.attribution import Attribution, CircuitResult
+from analysis.attribution.adapters import ArchAdapter, get_adapter
+from analysis.attribution.core import metric_from_logits, metric_logits
+from analysis.compare import (
+    CircuitComparison,
+    CompareThresholds,
+    WeightChange,
+    compare_influences,
+    split_name,
+    weight_changes,
+    weight_changes_from_files,
+)
+from analysis.errors import InputError, LimitExceeded
+from analysis.lora import adapter_norms
+from analysis.models import LoadedModel, model_directory
+from analysis.predict import next_token_logits, rank_of, top_tokens
+from analysis.prompts import format_prompt
+
+PromptKind = Literal["target", "generalization", "side_effect"]
+MAX_PROMPT_SET = 50
+PATCH_ROWS = 16  # patched conditions per forward pass
+
+
+class PromptSetItem(BaseModel):
+    """One prompt of the set: the right answer, and optionally the wrong one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PromptKind = "generalization"
+    prompt: str = Field(min_length=1, max_length=4000)
+    expected: str = Field(min_length=1, max_length=200)
+    wrong: str | None = Field(None, max_length=200)
+
+
+class CompareRequest(BaseModel):
+    circuit: CircuitRequest
+    prompt_set: list[PromptSetItem] = Field(default_factory=list)
+    thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
+
+
+class PromptProbs(BaseModel):
+    """One model's next-token probabilities on one prompt of the set."""
+
+    p_expected: float
+    p_wrong: float | None
+    rank_expected: int
+    m: float | None = Field(description="logit(expected) - logit(wrong).")
+    top1: str
+    top1_prob: float
+
+
+class Signature(BaseModel):
+    """What must match for two models to be compared neuron by neuron."""
+
+    n_layers: int
+    d_model: int
+    n_neurons: int
+    vocab: str
+
+    def mismatch(self, other: Signature) -> str | None:
+        for name in ("n_layers", "d_model", "n_neurons"):
+            if getattr(self, name) != getattr(other, name):
+                return f"{name} {getattr(other, name)} vs {getattr(self, name)}"
+        if self.vocab != other.vocab:
+            return "a different tokenizer vocabulary"
+        return None
+
+
+class LayerShare(BaseModel):
+    """How much of the change in m one layer carries, by patching the variant's
+    activations into the base: share = (m_patched - m_base) / (m_tuned - m_base)."""
+
+    layer: int
+    m_mlp: float
+    m_residual: float
+    mlp_share: float | None
+    residual_share: float | None
+
+
+class Observation(BaseModel):
+    """Everything one phase measured on one model (tensors stay in memory only)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str
+    kind: str
+    revision: str
+    memory_bytes: int
+    signature: Signature
+    circuit: CircuitResult
+    totals: Any = Field(description="[L, N] tensor: each neuron's influence, all positions.")
+    prompts: list[PromptProbs]
+    recorded: dict[str, Any] = Field(default_factory=dict,
+                                     description="variant only: mlp/residual [L, seq, d].")
+    weight_changes: list[WeightChange] = Field(default_factory=list)
+    weight_kind: Literal["full", "lora", "none"] = "none"
+    patching: list[LayerShare] = Field(default_factory=list)
+
+
+class PromptRow(BaseModel):
+    kind: PromptKind
+    prompt: str
+    expected: str
+    wrong: str | None
+    base: PromptProbs
+    tuned: PromptProbs
+
+    @property
+    def delta_expected(self) -> float:
+        return self.tuned.p_expected - self.base.p_expected
+
+
+class SideSummary(BaseModel):
+    model: str
+    kind: str
+    revision: str
+    memory_mb: float
+    m: float
+    p_a: float | None
+    p_b: float | None
+    rank_a: int | None
+    rank_b: int | None
+    influence_sum: float
+    total_influence: float = Field(description="All neurons, all positions.")
+    n_nodes: int
+    top: list[dict[str, Any]]
+
+
+class ComparisonResult(BaseModel):
+    """What the Compare page, the API and the CLI show."""
+
+    base: SideSummary
+    tuned: SideSummary
+    comparison: CircuitComparison
+    prompts: list[PromptRow]
+    weight_changes: list[WeightChange]
+    weight_kind: Literal["full", "lora", "none"]
+    patching: list[LayerShare]
+    base_circuit: CircuitResult | None = None
+    tuned_circuit: CircuitResult | None = None
+
+    def summary(self, n_neurons: int = 10) -> str:
+        """A plain-text report (the CLI's output, the seeds' comparison table)."""
+        b, t, c = self.base, self.tuned, self.comparison
+
+        def pct(x: float | None) -> str:
+            return "   -  " if x is None else f"{x:6.1%}"
+
+        lines = [f"{b.model} -> {t.model}",
+                 f"  m        {b.m:+8.3f} -> {t.m:+8.3f}",
+                 f"  P(A)     {pct(b.p_a)} -> {pct(t.p_a)}   rank {b.rank_a} -> {t.rank_a}",
+                 f"  P(B)     {pct(b.p_b)} -> {pct(t.p_b)}   rank {b.rank_b} -> {t.rank_b}",
+                 f"  influence sum (kept nodes) {b.influence_sum:+.3f} -> "
+                 f"{t.influence_sum:+.3f}",
+                 f"verdict: {c.verdict.upper()}", *[f"  - {r}" for r in c.reasons],
+                 f"neurons (largest first, {len(c.neurons)} large in either model):"]
+        for n in c.neurons[:n_neurons]:
+            lines.append(f"  {n.name:>12} {n.base:+8.3f} -> {n.tuned:+8.3f}  {n.category}")
+        lines.append("prompt set (P expected before -> after):")
+        for r in self.prompts:
+            lines.append(f"  {r.kind:<14} {pct(r.base.p_expected)} -> "
+                         f"{pct(r.tuned.p_expected)}  {r.expected!r:<16} {r.prompt[:50]}")
+        if self.weight_changes:
+            top = ", ".join(f"L{w.layer} {w.module} {w.relative:.3g}"
+                            for w in self.weight_changes[:3])
+            lines.append(f"largest weight changes ({self.weight_kind}): {top}")
+        if self.patching:
+            best = max(self.patching, key=lambda p: abs(p.mlp_share or 0.0))
+            if best.mlp_share is not None:
+                lines.append(f"patching: L{best.layer}'s MLP output carries "
+                             f"{best.mlp_share:.0%} of the change in m")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------
+
+
+def check_pair(base: str, variant: str, variant_kind: str, variant_base: str | None,
+               base_kind: str) -> None:
+    """Refuse comparisons that cannot mean anything, before any model is loaded."""
+    if base == variant:
+        raise InputError(f"{variant!r} is compared with itself; pick the base model and a "
+                         "fine-tuned variant of it", field="variant")
+    if variant_kind == "lora" and variant_base != base:
+        raise InputError(f"{variant!r} is a LoRA adapter over {variant_base!r}; it can only "
+                         f"be compared with {variant_base!r}", field="base")
+    if base_kind == "lora":
+        raise InputError(f"{base!r} is a LoRA adapter; pick its base model as the base",
+                         field="base")
+
+
+def signature(lm: LoadedModel) -> Signature:
+    cached = lm.extra.get("signature")
+    if cached is None:
+        adapter = get_adapter(lm.model)
+        vocab = sorted(lm.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        digest = hashlib.sha256(repr(vocab).encode()).hexdigest()[:16]
+        cached = Signature(n_layers=adapter.n_layers, d_model=adapter.d_model,
+                           n_neurons=adapter.n_neurons, vocab=digest)
+        lm.extra["signature"] = cached
+    return cached  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------------------
+
+
+def observe_variant(lm: LoadedModel, req: CompareRequest,
+                    limits: CircuitLimits | None = None) -> Observation:
+    """Phase 1, on the fine-tuned variant."""
+    obs = _observe(lm, req, limits or CircuitLimits())
+    obs.recorded = record_layers(lm, obs.circuit.input_ids)
+    return obs
+
+
+def observe_base(lm: LoadedModel, req: CompareRequest, tuned: Observation,
+                 variant: LoadedModel | None = None, variant_dir: Path | None = None,
+                 limits: CircuitLimits | None = None) -> Observation:
+    """Phase 2, on the base. ``variant`` is the variant's LoadedModel when it is a LoRA
+    overlay (its adapter matrices are read, not attached); ``variant_dir`` the directory
+    of a full fine-tune's weights."""
+    problem = signature(lm).mismatch(tuned.signature)
+    if problem:
+        raise InputError(f"{tuned.model!r} does not share {lm.name!r}'s architecture "
+                         f"({problem}); compare a variant with its own base", field="variant")
+    obs = _observe(lm, req, limits or CircuitLimits())
+    obs.patching = patch_layers(lm, obs.circuit, tuned)
+    if variant is not None and variant.overlay is not None:
+        obs.weight_kind = "lora"
+        obs.weight_changes = []
+        for path, relative, norm in adapter_norms(variant.overlay, lm.model):
+            layer, module = split_name(path + ".weight")
+            obs.weight_changes.append(WeightChange(
+                layer=layer, module=module.removesuffix(".weight"), relative=relative,
+                norm_base=norm))
+    elif variant is not None:
+        obs.weight_kind = "full"
+        obs.weight_changes = weight_changes(lm.model, variant.model)
+    elif variant_dir is not None:
+        obs.weight_kind = "full"
+        obs.weight_changes = weight_changes_from_files(lm.model, variant_dir)
+    return obs
+
+
+def variant_weights_dir(lm: LoadedModel, cache_dir: Path) -> Path | None:
+    """Where a full variant's safetensors are, for the file-based weight diff."""
+    location = model_directory(lm.spec, cache_dir)
+    if isinstance(location, Path):
+        return location
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(location, revision=lm.spec.revision,
+                                      cache_dir=lm.spec.hf_cache_dir, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _observe(lm: LoadedModel, req: CompareRequest, limits: CircuitLimits) -> Observation:
+    if len(req.prompt_set) > MAX_PROMPT_SET:
+        raise LimitExceeded(f"{len(req.prompt_set)} prompts in the set is over the limit "
+                            f"({MAX_PROMPT_SET})", field="prompt_set")
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(attr: Attribution) -> None:
+        captured["totals"] = attr.neuron_totals().detach().float().cpu()
+
+    circuit = analyze(lm, req.circuit, limits, on_attribution=keep)
+    return Observation(
+        model=lm.name, kind=lm.spec.kind, revision=lm.revision,
+        memory_bytes=lm.memory_bytes(), signature=signature(lm), circuit=circuit,
+        totals=captured["totals"], prompts=prompt_probs(lm, req, limits),
+    )
+
+
+def prompt_probs(lm: LoadedModel, req: CompareRequest,
+                 limits: CircuitLimits) -> list[PromptProbs]:
+    """The target prompt and the set, formatted like the target (same chat settings)."""
+    target = req.circuit
+    items = [PromptSetItem(kind="target", prompt=target.prompt.prompt,
+                           expected=target.answer_a, wrong=target.answer_b),
+             *req.prompt_set]
+    batch, answers = [], []
+    for i, item in enumerate(items):
+        spec = target.prompt.model_copy(update={"prompt": item.prompt})
+        field = "prompt" if i == 0 else f"prompt_set[{i - 1}]"
+        try:
+            batch.append(format_prompt(lm.tokenizer, spec, limits.max_prompt_tokens).input_ids)
+            if item.wrong and item.wrong.strip():
+                a, b = resolve_contrast(lm.tokenizer, item.expected, item.wrong)
+            else:
+                a, b = resolve_answer(lm.tokenizer, item.expected), None
+        except InputError as exc:
+            raise InputError(f"{field}: {exc}", field=field) from exc
+        answers.append((a.token_id, b.token_id if b else None))
+    out = []
+    for start in range(0, len(batch), 16):
+        logits = next_token_logits(lm, batch[start:start + 16])
+        for row, (a, b) in zip(logits, answers[start:start + 16], strict=True):
+            probs = row.softmax(-1)
+            top = top_tokens(lm, row, 1)[0]
+            out.append(PromptProbs(
+                p_expected=float(probs[a]), p_wrong=float(probs[b]) if b is not None else None,
+                rank_expected=rank_of(row, a),
+                m=float(row[a] - row[b]) if b is not None else None,
+                top1=top.text, top1_prob=top.prob,
+            ))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Activation patching, variant -> base, layer by layer
+# ---------------------------------------------------------------------------------------
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _replace(out: Any, value: torch.Tensor) -> Any:
+    return (value, *out[1:]) if isinstance(out, tuple) else value
+
+
+def record_layers(lm: LoadedModel, input_ids: list[int]) -> dict[str, torch.Tensor]:
+    """Each layer's MLP output (as added to the residual) and its output residual stream,
+    ``[L, seq, d]`` each, for the prompt."""
+    adapter = get_adapter(lm.model)
+    mlp: list[torch.Tensor] = [None] * adapter.n_layers  # type: ignore[list-item]
+    resid: list[torch.Tensor] = [None] * adapter.n_layers  # type: ignore[list-item]
+    handles = []
+    for layer in range(adapter.n_layers):
+        def save_mlp(_m: Any, _a: Any, out: Any, layer: int = layer) -> None:
+            mlp[layer] = _first(out)[0].detach().clone()
+
+        def save_resid(_m: Any, _a: Any, out: Any, layer: int = layer) -> None:
+            resid[layer] = _first(out)[0].detach().clone()
+
+        handles.append(adapter.mlp_output_module(layer).register_forward_hook(save_mlp))
+        handles.append(adapter.layers()[layer].register_forward_hook(save_resid))
+    try:
+        _hidden(adapter, input_ids, 1)
+    finally:
+        for h in handles:
+            h.remove()
+    return {"mlp": torch.stack(mlp), "residual": torch.stack(resid)}
+
+
+def _hidden(adapter: ArchAdapter, input_ids: list[int], rows: int) -> torch.Tensor:
+    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
+    with torch.no_grad():
+        emb = adapter.embed(ids).expand(rows, -1, -1)
+        return adapter.hidden(emb)[:, -1]
+
+
+def patch_layers(lm: LoadedModel, circuit: CircuitResult,
+                 tuned: Observation) -> list[LayerShare]:
+    """For each layer, the base's m with that layer's MLP output (and, separately, its
+    output residual stream) replaced by the variant's. Batched: one row per condition."""
+    adapter = get_adapter(lm.model)
+    n = adapter.n_layers
+    recorded = tuned.recorded
+    m_base, m_tuned = circuit.m, tuned.circuit.m
+    conditions = [("mlp", layer) for layer in range(n)] + [("residual", layer)
+                                                          for layer in range(n)]
+    results: dict[tuple[str, int], float] = {}
+    for start in range(0, len(conditions), PATCH_ROWS):
+        chunk = conditions[start:start + PATCH_ROWS]
+        handles = []
+        for where in ("mlp", "residual"):
+            for layer in range(n):
+                rows = [i for i, c in enumerate(chunk) if c == (where, layer)]
+                if not rows:
+                    continue
+                module = (adapter.mlp_output_module(layer) if where == "mlp"
+                          else adapter.layers()[layer])
+                value = recorded[where][layer]
+
+                def patch(_m: Any, _a: Any, out: Any, rows: list[int] = rows,
+                          value: torch.Tensor = value) -> Any:
+                    h = _first(out).clone()
+                    h[rows] = value.to(h.device, h.dtype)
+                    return _replace(out, h)
+
+                handles.append(module.register_forward_hook(patch))
+        try:
+            hidden = _hidden(adapter, circuit.input_ids, len(chunk))
+        finally:
+            for h in handles:
+                h.remove()
+        m = metric_from_logits(metric_logits(adapter, hidden, circuit.target_a,
+                                             circuit.target_b)).tolist()
+        results.update(zip(chunk, m, strict=True))
+    delta = m_tuned - m_base
+
+    def share(value: float) -> float | None:
+        return (value - m_base) / delta if abs(delta) > 1e-6 else None
+
+    return [LayerShare(layer=layer, m_mlp=results[("mlp", layer)],
+                       m_residual=results[("residual", layer)],
+                       mlp_share=share(results[("mlp", layer)]),
+                       residual_share=share(results[("residual", layer)]))
+            for layer in range(n)]
+
+
+# ---------------------------------------------------------------------------------------
+# Assembly
+# ---------------------------------------------------------------------------------------
+
+
+def influence_maps(base: torch.Tensor, tuned: torch.Tensor, floor: float
+                   ) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+    """Neurons whose total reaches ``floor`` in either model, with both totals."""
+    big = (base.abs() >= floor) | (tuned.abs() >= floor)
+    keys = [tuple(k) for k in big.nonzero().tolist()]
+    return ({(k[0], k[1]): float(base[k[0], k[1]]) for k in keys},
+            {(k[0], k[1]): float(tuned[k[0], k[1]]) for k in keys})
+
+
+def _summary(obs: Observation) -> SideSummary:
+    c = obs.circuit
+    target = obs.prompts[0]
+    return SideSummary(
+        model=obs.model, kind=obs.kind, revision=obs.revision,
+        memory_mb=round(obs.memory_bytes / 2**20, 1), m=c.m,
+        p_a=target.p_expected, p_b=target.p_wrong, rank_a=c.rank_a, rank_b=c.rank_b,
+        influence_sum=c.influence_sum, total_influence=float(obs.totals.sum()),
+        n_nodes=len(c.nodes), top=[t.model_dump() for t in c.top],
+    )
+
+
+def assemble(req: CompareRequest, base: Observation, tuned: Observation) -> ComparisonResult:
+    """Categories, verdict and tables from the two observations (no model needed)."""
+    t = req.thresholds
+    floor = t.large * (abs(base.circuit.m) or 1.0)
+    b_map, t_map = influence_maps(base.totals, tuned.totals, floor)
+    comparison = compare_influences(base.circuit.m, tuned.circuit.m, b_map, t_map, t)
+    items = [PromptSetItem(kind="target", prompt=req.circuit.prompt.prompt,
+                           expected=req.circuit.answer_a, wrong=req.circuit.answer_b),
+             *req.prompt_set]
+    rows = [PromptRow(kind=item.kind, prompt=item.prompt, expected=item.expected,
+                      wrong=item.wrong, base=pb, tuned=pt)
+            for item, pb, pt in zip(items, base.prompts, tuned.prompts, strict=True)]
+    return ComparisonResult(
+        base=_summary(base), tuned=_summary(tuned), comparison=comparison, prompts=rows,
+        weight_changes=base.weight_changes, weight_kind=base.weight_kind,
+        patching=base.patching, base_circuit=base.circuit, tuned_circuit=tuned.circuit,
+    )
+
+
+def layer_weight_totals(changes: list[WeightChange]) -> dict[int, float]:
+    """Per layer, the largest relative change of any of its modules (for a bar chart)."""
+    out: dict[int, float] = {}
+    for c in changes:
+        if c.layer is not None:
+            out[c.layer] = max(out.get(c.layer, 0.0), c.relative)
+    return dict(sorted(out.items()))
+
+
+def compare_loaded(base: LoadedModel, tuned: LoadedModel, req: CompareRequest,
+                   limits: CircuitLimits | None = None,
+                   variant_dir: Path | None = None) -> ComparisonResult:
+    """Both phases in one call, for notebooks and the CLI (the server runs the phases
+    through its model manager). A LoRA ``tuned`` shares ``base``'s modules: its overlay
+    is attached for phase 1 and detached for phase 2."""
+    from analysis.models import activate
+
+    check_pair(base.name, tuned.name, tuned.spec.kind, tuned.spec.base, base.spec.kind)
+    activate(tuned)
+    tuned_obs = observe_variant(tuned, req, limits)
+    activate(base)
+    full = tuned if tuned.overlay is None and variant_dir is None else None
+    lora = tuned if tuned.overlay is not None else None
+    base_obs = observe_base(base, req, tuned_obs, variant=lora or full,
+                            variant_dir=variant_dir, limits=limits)
+    return assemble(req, base_obs, tuned_obs)

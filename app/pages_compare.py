@@ -1,0 +1,178 @@
+"""Compare: base vs fine-tuned variant. The page, its fragment and permalink, exports, and
+the JSON API (``/api/v1/compare``, ``/api/v1/variants``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from analysis.screening import MAX_PROMPT_CHARS
+from app.compare_service import load_comparison, run_comparison
+from app.db import Run, RunStore
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.forms import COMPARE_DEFAULTS, PROMPT_SET_HELP, CompareForm, prompt_set_text
+from app.model_manager import ModelManager
+from app.schemas import CompareBody
+from app.settings import Settings
+from frontend.compare import compare_view, neurons_csv, prompts_csv
+
+router = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["compare"])
+
+
+def variant_rows(manager: ModelManager) -> list[dict[str, Any]]:
+    """Registered models with kind, base and, when loaded, the memory each one adds."""
+    manager.refresh()
+    loaded = {lm.name: lm for lm in manager.loaded()}
+    return [{"name": s.name, "kind": s.kind, "base": s.base, "loaded": s.name in loaded,
+             "memory_mb": round(loaded[s.name].memory_bytes() / 2**20, 1)
+             if s.name in loaded else None, "description": s.description}
+            for s in manager.registry.specs()]
+
+
+def stored_comparison(runs: RunStore, run_id: str) -> Run:
+    run = runs.get(run_id) if len(run_id) <= 32 else None
+    if run is None or run.kind != "comparison":
+        raise HTTPException(404, f"no comparison with id {run_id!r}")
+    return run
+
+
+def _context(manager: ModelManager, settings: Settings, runs: RunStore,
+             form: dict[str, Any]) -> dict[str, Any]:
+    models = variant_rows(manager)
+    return {
+        "bases": [m["name"] for m in models if m["kind"] == "base"],
+        "variants": [m for m in models if m["kind"] != "base"],
+        "models": models, "default_model": settings.default_model,
+        "circuit_limits": settings.circuit_limits, "prompt_set_help": PROMPT_SET_HELP,
+        "recent": runs.listing(limit=20, kind="comparison"),
+        "form": {**COMPARE_DEFAULTS, **form},
+    }
+
+
+def _view(run: Run, runs: RunStore, manager: ModelManager, labels: Any) -> Any:
+    result = load_comparison(run, runs)
+    base = run.params.get("base", "")
+    owner = base
+    try:
+        spec = manager.spec(base)
+        owner = spec.base or spec.name
+    except Exception:  # a base since removed from the registry keeps its name
+        pass
+    keys = [(c.layer, c.neuron) for c in result.comparison.neurons]
+    return compare_view(run.id, result, base, run.params.get("variant", run.model),
+                        labels.many(owner, keys), run.params.get("base_run"),
+                        run.params.get("tuned_run"))
+
+
+def _form_of(run: Run) -> dict[str, Any]:
+    body = dict(run.params.get("request", {}))
+    thresholds = body.pop("thresholds", {}) or {}
+    items = body.pop("prompt_set", []) or []
+    return {**body, **thresholds, "system_prompt": body.get("system_prompt") or "",
+            "answer_b": body.get("answer_b") or "", "prompt_set": prompt_set_text(items)}
+
+
+@router.get("/compare", response_class=HTMLResponse)
+async def compare_page(
+    request: Request, manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
+    base: Annotated[str, Query(max_length=64)] = "",
+    variant: Annotated[str, Query(max_length=64)] = "",
+    prompt: Annotated[str, Query(max_length=MAX_PROMPT_CHARS)] = "",
+    answer_a: Annotated[str, Query(max_length=200)] = "",
+    answer_b: Annotated[str, Query(max_length=200)] = "",
+    run: Annotated[str, Query(max_length=32)] = "",
+) -> HTMLResponse:
+    """The form, pre-filled from the query or from a run (its prompt, answers, model)."""
+    form: dict[str, Any] = {"base": base, "variant": variant, "prompt": prompt,
+                            "answer_a": answer_a, "answer_b": answer_b}
+    if run:
+        source = runs.get(run)
+        if source is None:
+            raise HTTPException(404, f"no run with id {run!r}")
+        spec = source.params.get("prompt_spec", {})
+        form.update({"prompt": source.prompt, "answer_a": source.answer_a or "",
+                     "answer_b": source.answer_b or "", "method": source.method or "relp",
+                     "chat_template": spec.get("chat_template", False),
+                     "system_prompt": spec.get("system_prompt") or "",
+                     "answer_prefix": spec.get("answer_prefix", ""),
+                     "tau": source.params.get("tau", 0.15)})
+        form["base"] = base or source.model
+    return request.app.state.templates.TemplateResponse(
+        request, "compare.html", _context(manager, settings, runs, form))
+
+
+@router.post("/compare/run", response_class=HTMLResponse)
+async def compare_run(request: Request, form: Annotated[CompareForm, Form()],
+                      manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
+                      labels: LabelsDep) -> HTMLResponse:
+    run = await run_comparison(form.body(), manager, settings, runs)
+    response = request.app.state.templates.TemplateResponse(
+        request, "_compare.html", {"c": _view(run, runs, manager, labels)})
+    response.headers["HX-Push-Url"] = f"/compare/{run.id}"
+    return response
+
+
+@router.get("/compare/{run_id}", response_class=HTMLResponse)
+async def compare_permalink(request: Request, run_id: str, manager: ManagerDep,
+                            settings: SettingsDep, runs: RunsDep,
+                            labels: LabelsDep) -> HTMLResponse:
+    run = stored_comparison(runs, run_id)
+    context = _context(manager, settings, runs, _form_of(run))
+    context["c"] = _view(run, runs, manager, labels)
+    return request.app.state.templates.TemplateResponse(request, "compare.html", context)
+
+
+@router.get("/compare/{run_id}/export/{what}")
+async def compare_export(run_id: str, what: str, runs: RunsDep, manager: ManagerDep,
+                         labels: LabelsDep) -> Response:
+    run = stored_comparison(runs, run_id)
+    view = _view(run, runs, manager, labels)
+    stem = f"circuitlab-compare-{run.id[:8]}"
+    if what == "json":
+        return JSONResponse(view.result.model_dump(mode="json"), headers={
+            "Content-Disposition": f'attachment; filename="{stem}.json"'})
+    labels_by_key = {(r.layer, r.neuron): r.label for r in view.neurons if r.label}
+    if what == "neurons.csv":
+        text = neurons_csv(view.result, labels_by_key)
+    elif what == "prompts.csv":
+        text = prompts_csv(view.result)
+    else:
+        raise HTTPException(404, f"no export {what!r}; use json, neurons.csv or prompts.csv")
+    return Response(text, media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{stem}-{what}"'})
+
+
+# ---------------------------------------------------------------------------------------
+# JSON API
+# ---------------------------------------------------------------------------------------
+
+
+def _payload(run: Run, runs: RunStore) -> dict[str, Any]:
+    return {"comparison_id": run.id, "created_at": run.created_at.isoformat(),
+            "base_run": run.params.get("base_run"), "tuned_run": run.params.get("tuned_run"),
+            "result": run.result}
+
+
+@api.post("/compare")
+async def compare_api(body: CompareBody, manager: ManagerDep, settings: SettingsDep,
+                      runs: RunsDep) -> dict[str, Any]:
+    """Run base and variant on one prompt (and a prompt set): predictions, per-neuron
+    categories, verdict with reasons, weight changes and layer patching. Both circuits
+    are saved as runs (`base_run`, `tuned_run`)."""
+    run = await run_comparison(body, manager, settings, runs)
+    return _payload(run, runs)
+
+
+@api.get("/compare/{run_id}")
+async def get_comparison(run_id: str, runs: RunsDep) -> dict[str, Any]:
+    return _payload(stored_comparison(runs, run_id), runs)
+
+
+@api.get("/variants")
+async def variants_api(manager: ManagerDep) -> dict[str, Any]:
+    """Every registered model with its kind (base, full, lora), base, and the memory it
+    adds while loaded (a LoRA variant: its adapter matrices only)."""
+    return {"models": variant_rows(manager)}
