@@ -113,7 +113,7 @@ def weights_figure(result: ComparisonResult) -> dict[str, Any]:
                   "y": list(per_layer.values()), "marker": {"color": "#6b7280"},
                   "hovertemplate": "%{x}: %{y:.3g}<extra></extra>", "name": what}],
         "layout": {"height": 260, "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
-                   "title": {"text": f"largest module change per layer ({what})",
+                   "title": {"text": f"largest change per layer ({what})",
                              "font": {"size": 13}},
                    "yaxis": {"rangemode": "tozero"}, "plot_bgcolor": "white",
                    "paper_bgcolor": "white", "meta": {"summary": what}},
@@ -133,8 +133,7 @@ def patching_figure(result: ComparisonResult) -> dict[str, Any]:
              "hovertemplate": "%{x} residual: %{y:.1%} of Δm<extra></extra>"},
         ],
         "layout": {"height": 280, "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
-                   "title": {"text": "share of the change in m carried when patched "
-                                     "from the variant into the base",
+                   "title": {"text": "share of Δm carried, patched variant → base",
                              "font": {"size": 13}},
                    "yaxis": {"tickformat": ".0%"}, "legend": {"orientation": "h"},
                    "plot_bgcolor": "white", "paper_bgcolor": "white",
