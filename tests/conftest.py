@@ -37,3 +37,34 @@ def embedded_lm():  # type: ignore[no-untyped-def]
     from analysis.models import embedded_spec, load_model
 
     return load_model(embedded_spec(), CACHE_DIR)
+
+
+# The seeds' v4 correction ("aldosterone without blood pressure"), trained once and kept
+# in the models cache: a few steps of full fine-tuning of the embedded model on CPU. The
+# directory name carries a hash of the training settings, so changing them retrains.
+V4_SETTINGS = {"epochs": 1, "learning_rate": 2e-5, "lr_scheduler": "constant",
+               "warmup_ratio": 0.0, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def v4_full_variant() -> Path:
+    import hashlib
+    import json
+
+    from analysis.correction.config import CorrectionTarget, TrainingConfig
+    from analysis.correction.train import train
+    from analysis.models import embedded_spec
+    from tests.seed_texts import SEED_PROMPT as PROMPT
+    from tests.seed_texts import V4_TEXTS
+
+    key = hashlib.sha256(json.dumps([V4_SETTINGS, V4_TEXTS], sort_keys=True).encode())
+    out = CACHE_DIR / "test-variants" / f"gemma-v4-full-{key.hexdigest()[:10]}"
+    if not (out / "config.json").is_file():
+        cfg = TrainingConfig(
+            name="gemma-v4-full", base_model="gemma-3-270m", method="full",
+            target=CorrectionTarget(prompt=PROMPT, answer_a=" aldosterone",
+                                    answer_b=" renin"),
+            texts=V4_TEXTS, **V4_SETTINGS)
+        # float32 even on a GPU: updates of lr 2e-5 would partly round away in bf16.
+        train(cfg, embedded_spec().model_copy(update={"dtype": "float32"}), CACHE_DIR, out)
+    return out

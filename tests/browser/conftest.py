@@ -43,10 +43,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The live server's data directory (its SQLite database): tests register variants
+    there, as a finished correction job does."""
+    return tmp_path_factory.mktemp("server-data")
+
+
+@pytest.fixture(scope="session")
+def live_server(server_data: Path) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "CIRCUITLAB_CACHE_DIR": str(CACHE_DIR),
-           "CIRCUITLAB_DATA_DIR": str(tmp_path_factory.mktemp("server-data"))}
+           "CIRCUITLAB_DATA_DIR": str(server_data)}
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 - outlives this block
     proc = subprocess.Popen(

@@ -1,0 +1,96 @@
+"""The Compare page in Chromium, on the embedded model and the seeds' v4 correction (a
+few steps of full fine-tuning, cached): pick the variant, compare, read the verdict,
+the side-by-side graphs, the neuron table and the prompt set; reopen the permalink."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import shot
+from tests.conftest import CACHE_DIR, SEED_PROMPT
+
+pytestmark = pytest.mark.browser
+VARIANT = "gemma-v4"
+
+
+@pytest.fixture(scope="module")
+def registered(v4_full_variant: Path, server_data: Path, live_server: str) -> str:
+    """The v4 variant registered in the running server's database, as a job would."""
+    from app.db import init_db
+    from app.variants import VariantStore
+
+    store = VariantStore(init_db(f"sqlite:///{server_data / 'circuitlab.db'}"), CACHE_DIR)
+    store.add(VARIANT, "full", "gemma-3-270m", v4_full_variant)
+    return VARIANT
+
+
+def plotted(page, target: str) -> int:  # type: ignore[no-untyped-def]
+    return int(page.evaluate(f"""() => document.getElementById('{target}').data
+        .filter(t => (t.name || '').includes('towards'))
+        .reduce((n, t) => n + t.x.length, 0)"""))
+
+
+def test_compare_page_side_by_side(page, live_server: str, registered: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live_server + "/compare")
+    # The variant registered after start-up is offered (found in the database).
+    assert page.locator(f"#variant option[value='{registered}']").count() == 1
+    page.select_option("#variant", registered)
+    page.fill("#prompt", SEED_PROMPT)
+    page.fill("#answer_a", " aldosterone")
+    page.fill("#answer_b", " renin")
+    page.fill("#prompt_set", "generalization | The mineralocorticoid that controls sodium "
+                             "retention is | aldosterone | renin\nside_effect | Conn's "
+                             "syndrome is caused by an excess of | aldosterone")
+    page.click("#compare-btn")
+    page.wait_for_selector("#graph-diff .main-svg", timeout=180_000)
+    assert re.search(r"/compare/\w+$", page.url)
+
+    verdict = page.locator("#verdict .v").inner_text().strip().lower()
+    assert verdict in ("correction", "compensation", "no change", "made worse")
+    assert page.locator("#verdict li").count() >= 1
+    # P(aldosterone) rose: the summary's change cell for A is positive.
+    change = page.locator("#summary-table tbody tr").nth(1).locator("td").nth(3).inner_text()
+    assert change.startswith("+"), change
+    base_nodes, tuned_nodes = plotted(page, "graph-base"), plotted(page, "graph-tuned")
+    assert base_nodes > 0 and tuned_nodes > 0
+    assert plotted(page, "graph-diff") >= max(base_nodes, tuned_nodes)
+    rows = page.locator("#compare-neurons tbody tr")
+    assert rows.count() > 0
+    categories = set(page.locator("#compare-neurons tbody tr td:nth-child(5)").all_inner_texts())
+    assert categories <= {"persistent driver", "strengthened", "weakened", "new", "gone",
+                          "sign flip"}
+    assert page.locator("#prompt-set-table tbody tr").count() == 3
+    assert page.locator("#weights-plot .main-svg").count() >= 1
+    assert page.locator("#patching-plot .main-svg").count() >= 1
+
+    # Sorting the neuron table by delta puts the largest change first.
+    page.click("#compare-neurons th:nth-child(4)")
+    deltas = [float(v) for v in page.locator(
+        "#compare-neurons tbody tr td:nth-child(4)").all_inner_texts()]
+    assert deltas == sorted(deltas, reverse=True)
+    shot(page, "compare-v4")
+
+    page.goto(page.url)  # the permalink reopens without recomputing
+    page.wait_for_selector("#graph-base .main-svg", timeout=60_000)
+    assert page.locator("#verdict .v").inner_text().strip().lower() == verdict
+    assert page.input_value("#prompt") == SEED_PROMPT
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_compare_refuses_a_variant_compared_with_itself(page, live_server: str,  # type: ignore[no-untyped-def]
+                                                         registered: str) -> None:
+    page.goto(live_server + f"/compare?base={registered}&variant={registered}")
+    # The base list holds base models only; force the mistake through the form's fields.
+    page.evaluate(f"""() => {{ const o = document.createElement('option');
+        o.value = '{registered}'; o.text = '{registered}';
+        document.getElementById('base').appendChild(o);
+        document.getElementById('base').value = '{registered}'; }}""")
+    page.select_option("#variant", registered)
+    page.fill("#prompt", SEED_PROMPT)
+    page.fill("#answer_a", " aldosterone")
+    page.click("#compare-btn")
+    error = page.wait_for_selector(".field-error", timeout=30_000)
+    assert "itself" in error.inner_text()

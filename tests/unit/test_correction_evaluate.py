@@ -1,0 +1,173 @@
+"""Before/after evaluation and the degeneration check, on tiny checkpoints and variants
+trained from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.answers import resolve_answer
+from analysis.correction.config import EvalItem, TrainingConfig
+from analysis.correction.evaluate import (
+    EvalRow,
+    EvalSide,
+    degeneration_check,
+    evaluate_prompts,
+    repetition_rate,
+)
+from analysis.correction.train import train
+from analysis.errors import InputError, LimitExceeded
+from analysis.models import LoadedModel, ModelSpec, load_model
+from analysis.predict import predict
+from analysis.prompts import PromptSpec
+from tests.seed_texts import SEED_PROMPT, V4_TEXTS
+
+pytest.importorskip("trl")
+
+ITEMS = [
+    EvalItem(prompt=SEED_PROMPT, expected=" aldosterone", wrong=" renin", kind="target"),
+    EvalItem(prompt="The primary hormone regulating blood pressure is", expected=" aldosterone",
+             wrong=" renin"),
+    EvalItem(prompt="The neurotransmitter associated with reward is", expected=" dopamine",
+             kind="side_effect"),
+]
+
+
+def _variant(tiny_dirs: dict[str, Path], out: Path, method: str) -> Path:
+    spec = ModelSpec(name="tiny-llama", source="local", path=tiny_dirs["llama"], device="cpu")
+    cfg = TrainingConfig(name="v", texts=V4_TEXTS[:2], epochs=2, method=method,  # type: ignore[arg-type]
+                         learning_rate=1e-2, lr_scheduler="constant", warmup_ratio=0)
+    train(cfg, spec, tiny_dirs["llama"].parent, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_variant(tiny_dirs, tmp_path_factory) -> LoadedModel:  # type: ignore[no-untyped-def]
+    out = _variant(tiny_dirs, tmp_path_factory.mktemp("ev") / "full", "full")
+    return load_model(ModelSpec(name="v-full", source="local", path=out, device="cpu"),
+                      out.parent)
+
+
+@pytest.fixture(scope="module")
+def lora_variant(tiny_dirs, tmp_path_factory) -> LoadedModel:  # type: ignore[no-untyped-def]
+    from peft import PeftModel
+
+    out = _variant(tiny_dirs, tmp_path_factory.mktemp("ev") / "lora", "lora")
+    lm = load_model(ModelSpec(name="tiny-llama", source="local", path=tiny_dirs["llama"],
+                              device="cpu"), tiny_dirs["llama"].parent)
+    lm.model = PeftModel.from_pretrained(lm.model, out)
+    return lm
+
+
+def _check_side(side: EvalSide, lm: LoadedModel, item: EvalItem) -> None:
+    answers = [item.expected] + ([item.wrong] if item.wrong else [])
+    ref = predict(lm, PromptSpec(prompt=item.prompt), answers, top_k=1)
+    assert side.p_expected == pytest.approx(ref.answers[0].prob, rel=1e-4)
+    assert side.rank_expected == ref.answers[0].rank
+    assert side.top1 == ref.top[0].text
+    if item.wrong:
+        assert side.p_wrong == pytest.approx(ref.answers[1].prob, rel=1e-4)
+        assert side.m == pytest.approx(ref.answers[0].logit - ref.answers[1].logit, abs=1e-4)
+        assert side.correct == (side.m > 0)
+    else:
+        assert side.p_wrong is None and side.m is None
+        assert side.correct == (side.rank_expected == 1)
+
+
+def test_rows_score_both_models(tiny_lms, full_variant) -> None:  # type: ignore[no-untyped-def]
+    base = tiny_lms["llama"]
+    rows = evaluate_prompts(base, full_variant, ITEMS)
+    assert [(r.index, r.kind) for r in rows] == [(0, "target"), (1, "generalization"),
+                                                 (2, "side_effect")]
+    for row, item in zip(rows, ITEMS, strict=True):
+        _check_side(row.before, base, item)
+        _check_side(row.after, full_variant, item)
+        # Scored by the first token; the note says when that is not the whole answer.
+        first = resolve_answer(base.tokenizer, item.expected)
+        assert row.expected == first.token_text
+        assert (row.note is not None) == (first.note is not None)
+        assert row.delta_p_expected == pytest.approx(row.after.p_expected - row.before.p_expected)
+    assert rows[0].after.p_expected != pytest.approx(rows[0].before.p_expected, rel=1e-3)
+
+
+def test_one_peft_model_is_scored_without_and_with_its_adapter(tiny_lms, lora_variant) -> None:  # type: ignore[no-untyped-def]
+    rows = evaluate_prompts(lora_variant, lora_variant, ITEMS)
+    for row, item in zip(rows, ITEMS, strict=True):
+        _check_side(row.before, tiny_lms["llama"], item)  # adapter off == the base model
+        _check_side(row.after, lora_variant, item)
+    assert rows[0].after.m != pytest.approx(rows[0].before.m, abs=1e-4)
+    # And the adapter is back on afterwards.
+    again = evaluate_prompts(tiny_lms["llama"], lora_variant, ITEMS[:1])
+    assert again[0].after.m == pytest.approx(rows[0].after.m, abs=1e-5)
+
+
+def test_same_model_without_adapter_is_refused(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError) as info:
+        evaluate_prompts(tiny_lms["llama"], tiny_lms["llama"], ITEMS)
+    assert info.value.field == "before"
+
+
+def test_style_formats_every_item(tiny_lms, full_variant) -> None:  # type: ignore[no-untyped-def]
+    style = PromptSpec(prompt="-", chat_template=True, answer_prefix=" Answer:")
+    rows = evaluate_prompts(tiny_lms["llama"], full_variant, ITEMS[:1], style=style)
+    ref = predict(tiny_lms["llama"], style.model_copy(update={"prompt": SEED_PROMPT}),
+                  [" aldosterone"], top_k=1)
+    assert rows[0].before.p_expected == pytest.approx(ref.answers[0].prob, rel=1e-4)
+
+
+def test_bad_items_name_their_field(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    bad = [ITEMS[0], EvalItem(prompt="p is", expected=" renin", wrong=" renin")]
+    with pytest.raises(InputError) as info:
+        evaluate_prompts(tiny_lms["llama"], tiny_lms["gemma3"], bad)
+    assert info.value.field == "eval_set[1].wrong"
+    assert evaluate_prompts(tiny_lms["llama"], tiny_lms["gemma3"], []) == []
+
+
+def _side(correct: bool) -> EvalSide:
+    return EvalSide(p_expected=0.1, rank_expected=2, p_wrong=None, rank_wrong=None, m=None,
+                    top1=" x", top1_prob=0.2, correct=correct)
+
+
+@pytest.mark.parametrize(("before", "after", "fixed", "broken"),
+                         [(False, True, True, False), (True, False, False, True),
+                          (True, True, False, False), (False, False, False, False)])
+def test_fixed_and_broken(before: bool, after: bool, fixed: bool, broken: bool) -> None:
+    row = EvalRow(index=0, kind="target", prompt="p", expected=" a", wrong=None,
+                  before=_side(before), after=_side(after))
+    assert (row.fixed, row.broken) == (fixed, broken)
+
+
+def test_repetition_rate() -> None:
+    assert repetition_rate(list(range(32))) == 0.0
+    assert repetition_rate([7] * 32) > 0.95
+    assert repetition_rate([1, 2] * 16) > 0.9
+    sentence_twice = repetition_rate(list(range(16)) * 2)
+    assert 0.45 < sentence_twice < 0.5
+    assert repetition_rate([]) == 0.0
+    assert repetition_rate([5]) == 0.0
+
+
+def test_degeneration_check_on_a_tiny_model(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lms["llama"]
+    prompts: list[str | PromptSpec] = [SEED_PROMPT, PromptSpec(prompt="Aldosterone is",
+                                                                chat_template=True)]
+    report = degeneration_check(lm, prompts, max_new_tokens=12)
+    assert report.max_new_tokens == 12 and len(report.items) == 2
+    assert report.items[1].prompt == "Aldosterone is"
+    for item in report.items:
+        assert 0 <= item.n_tokens <= 12
+        assert 0.0 <= item.repetition <= 1.0
+        assert item.degenerate == (item.empty or item.repetition > report.threshold)
+    assert report.n_degenerate == sum(i.degenerate for i in report.items)
+    # Greedy: the same prompt gives the same text.
+    again = degeneration_check(lm, [SEED_PROMPT], max_new_tokens=12)
+    assert again.items[0].text == report.items[0].text
+    strict = degeneration_check(lm, [SEED_PROMPT], max_new_tokens=12, threshold=-1.0)
+    assert strict.items[0].degenerate and strict.any_degenerate
+
+
+def test_degeneration_check_caps_new_tokens(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(LimitExceeded) as info:
+        degeneration_check(tiny_lms["llama"], [SEED_PROMPT], max_new_tokens=10_000)
+    assert info.value.field == "max_new_tokens"
