@@ -7,7 +7,7 @@ COPY pyproject.toml package.json package-lock.json README.md ./
 COPY analysis analysis
 COPY app app
 COPY frontend frontend
-RUN pip install --no-cache-dir -e . && npm ci --no-audit --no-fund
+RUN pip install --no-cache-dir -e ".[train,postgres,ray]" && npm ci --no-audit --no-fund
 COPY static static
 COPY templates templates
 ENV CIRCUITLAB_HOST=0.0.0.0 CIRCUITLAB_CACHE_DIR=/app/models_cache

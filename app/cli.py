@@ -61,9 +61,15 @@ def serve(
     overrides: dict[str, Any] = {}
     if model:
         overrides["default_model"] = model
+    if host:
+        overrides["host"] = host  # the token rule follows the address actually bound
     from app.settings import Settings
 
     settings = Settings(**overrides)
+    if settings.needs_token() and not settings.api_token:
+        typer.secho(f"note: listening on {settings.host} without CIRCUITLAB_API_TOKEN: "
+                    "queueing, cancelling and deleting jobs are refused until one is set",
+                    fg="yellow", err=True)
     app = create_app(settings)
     typer.echo(f"circuitlab: serving on http://{host or settings.host}:{port or settings.port}")
     uvicorn.run(app, host=host or settings.host, port=port or settings.port,

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -82,6 +83,13 @@ class Variant(Base):
 
 
 class Job(Base):
+    """One SFT correction: queued -> running -> evaluating -> a terminal state.
+
+    Terminal states are succeeded, failed, cancelled and interrupted (the worker died or
+    was stopped). A re-queue makes a *new* row (attempt + 1, parent_id = the old one) so
+    the old row keeps its log, progress and metrics.
+    """
+
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
@@ -97,7 +105,19 @@ class Job(Base):
     evaluation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
-    worker: Mapped[str | None] = mapped_column(String(128))
+    worker: Mapped[str | None] = mapped_column(String(128))  # "local@host:pid", "ray@host:pid"
+    # 0002: the target case the job corrects (base model, prompt, answers) for listing
+    # all experiments on one target; the cancel flag a running worker polls; the process
+    # that holds the job (to tell a dead worker from a slow one); re-queue lineage; the
+    # variant name reserved at start and its directory under the models cache.
+    target_key: Mapped[str | None] = mapped_column(String(32), index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker_host: Mapped[str | None] = mapped_column(String(128))
+    worker_pid: Mapped[int | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    parent_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    variant: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    result_path: Mapped[str | None] = mapped_column(Text)
 
 
 class JobMetric(Base):
@@ -109,6 +129,9 @@ class JobMetric(Base):
     loss: Mapped[float | None] = mapped_column(Float)
     learning_rate: Mapped[float | None] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(default=_now)
+    epoch: Mapped[float | None] = mapped_column(Float)  # 0002
+    elapsed_s: Mapped[float | None] = mapped_column(Float)  # 0002: seconds since training began
+    grad_norm: Mapped[float | None] = mapped_column(Float)  # 0002
 
 
 class NeuronLabel(Base):

@@ -110,7 +110,7 @@ class CompareForm(BaseModel):
             raise InputError(f"{where}: {first['msg']}", field=where) from exc
 
 
-def parse_prompt_set(text: str) -> list[PromptSetItem]:
+def parse_prompt_set(text: str, field: str = "prompt_set") -> list[PromptSetItem]:
     """Lines ``kind | prompt | expected | wrong``; blank lines and ``#`` comments skipped."""
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -120,11 +120,11 @@ def parse_prompt_set(text: str) -> list[PromptSetItem]:
         if len(parts) not in (3, 4):
             raise InputError(f"prompt set line {number}: expected 3 or 4 fields separated "
                              f"by '|', got {len(parts)} ({PROMPT_SET_HELP})",
-                             field="prompt_set")
+                             field=field)
         kind = parts[0].lower().replace("-", "_").replace(" ", "_")
         if kind not in ("generalization", "side_effect"):
             raise InputError(f"prompt set line {number}: kind {parts[0]!r} is not "
-                             "'generalization' or 'side_effect'", field="prompt_set")
+                             "'generalization' or 'side_effect'", field=field)
         # Answers keep one leading space (" renin" is the token after "is"), as the
         # answers typed in the form would; the '|' separators ate it.
         expected = " " + parts[2] if parts[2] else ""
@@ -134,10 +134,10 @@ def parse_prompt_set(text: str) -> list[PromptSetItem]:
                                        expected=expected, wrong=wrong))
         except ValidationError as exc:
             raise InputError(f"prompt set line {number}: {exc.errors()[0]['msg']}",
-                             field="prompt_set") from exc
+                             field=field) from exc
         if len(items) > MAX_PROMPT_SET:
             raise InputError(f"the prompt set has more than {MAX_PROMPT_SET} prompts",
-                             field="prompt_set")
+                             field=field)
     return items
 
 

@@ -12,10 +12,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from app import api, api_circuits, pages, pages_compare, pages_runs, pages_screen
+from app import api, api_circuits, pages, pages_compare, pages_jobs, pages_runs, pages_screen
 from app.assets import vendor_files
 from app.db import LabelStore, RunStore, init_db
 from app.errors import install_error_handlers
+from app.jobs.queue import JobQueue
 from app.model_manager import ModelManager
 from app.settings import PROJECT_ROOT, Settings
 from app.variants import VariantStore
@@ -31,9 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     manager = ModelManager(settings.registry(), settings.cache_dir,
                            settings.max_resident_models, discover=variants.specs)
     manager.refresh()
+    jobs = JobQueue.from_settings(settings, sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Jobs a dead worker held become "interrupted"; queued ones wait for the worker.
+        await asyncio.to_thread(jobs.start)
         if settings.load_on_start:
             # Load the resident model once, off the event loop; a failure is reported by
             # /api/v1/health instead of killing the server.
@@ -43,7 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          lm.load_seconds)
             except Exception:
                 log.exception("could not load the default model %s", settings.default_model)
-        yield
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(jobs.stop)
 
     app = FastAPI(
         title="circuitlab",
@@ -58,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.labels = LabelStore(sessions)
     app.state.runs = RunStore(sessions)
     app.state.variants = variants
+    app.state.jobs = jobs
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     install_error_handlers(app)
     app.include_router(api.router)
@@ -67,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages_screen.router)
     app.include_router(pages_compare.router)
     app.include_router(pages_compare.api)
+    app.include_router(pages_jobs.router)
+    app.include_router(pages_jobs.api)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)

@@ -82,14 +82,7 @@ class ModelManager:
             cached = self._adapters.get(name)
             if cached is not None and cached.model is base.model:
                 return cached
-            self.loading = name
-            try:
-                lm = load_lora_variant(spec, base, self.cache_dir)
-            except Exception as exc:
-                self.last_error = f"{name}: {exc}"
-                raise
-            finally:
-                self.loading = None
+            lm = self._load(name, lambda: load_lora_variant(spec, base, self.cache_dir))
             self._adapters[name] = lm
             return lm
         if name in self._loaded:
@@ -99,16 +92,20 @@ class ModelManager:
             evicted, _ = self._loaded.popitem(last=False)
             for adapter in [a for a in self._adapters.values() if a.spec.base == evicted]:
                 del self._adapters[adapter.name]
+        lm = self._load(name, lambda: load_model(spec, self.cache_dir))
+        self._loaded[name] = lm
+        return lm
+
+    def _load(self, name: str, load: Callable[[], LoadedModel]) -> LoadedModel:
+        """Load with /health able to say what is loading and what failed last."""
         self.loading = name
         try:
-            lm = load_model(spec, self.cache_dir)
+            return load()
         except Exception as exc:
             self.last_error = f"{name}: {exc}"
             raise
         finally:
             self.loading = None
-        self._loaded[name] = lm
-        return lm
 
     def get_sync(self, name: str) -> LoadedModel:
         with self._lock:

@@ -29,6 +29,7 @@ from pydantic_settings import (
 from analysis.analyze import CircuitLimits
 from analysis.models import ModelRegistry, ModelSpec, embedded_spec
 from analysis.predict import Limits
+from app.jobs.settings import JobSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +79,14 @@ class Settings(BaseSettings):
                              "copies do not fit: a comparison then swaps the variant in.")
     limits: Limits = Field(default_factory=Limits)
     circuit_limits: CircuitLimits = Field(default_factory=CircuitLimits)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    api_token: str | None = Field(
+        None, description="Needed to queue, cancel or delete jobs when the app listens "
+                          "beyond localhost (header 'Authorization: Bearer <token>' or the "
+                          "form's token field).")
+
+    def needs_token(self) -> bool:
+        return self.host not in ("127.0.0.1", "localhost", "::1")
 
     @classmethod
     def settings_customise_sources(

@@ -118,3 +118,19 @@ function exportFigure(format) {
   Plotly.downloadImage(plot, { format, filename: `circuitlab-${id.slice(0, 8)}-graph`,
     width: Math.max(plot.clientWidth, 900), height: plot.clientHeight || 600 });
 }
+
+// Correction form: add and remove training-text boxes.
+document.addEventListener("click", (event) => {
+  if (event.target.id === "add-text") {
+    const box = document.createElement("div");
+    box.className = "text-box";
+    const n = document.querySelectorAll("#texts .text-box").length + 1;
+    box.innerHTML = `<label>Text ${n}</label><textarea name="texts" rows="4"></textarea>` +
+      `<button type="button" class="link remove-text">remove</button>`;
+    document.getElementById("texts").appendChild(box);
+    box.querySelector("textarea").focus();
+  } else if (event.target.classList && event.target.classList.contains("remove-text")) {
+    event.target.closest(".text-box").remove();
+  }
+});
+

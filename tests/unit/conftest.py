@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec
 from analysis.predict import Limits
+from app.jobs.settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 
@@ -16,6 +17,7 @@ from app.settings import Settings
 @pytest.fixture(scope="session")
 def client(tiny_dirs, tmp_path_factory) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     settings = Settings(
+        jobs=JobSettings(start_worker=False),  # these tests queue no jobs
         data_dir=tmp_path_factory.mktemp("data"),
         include_embedded=False,
         default_model="tiny-llama",

@@ -18,6 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec
+from app.jobs.settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 from tests.tiny_checkpoints import save_tiny_checkpoint
@@ -58,6 +59,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client(cache: Path, tiny_dirs: dict[str, Path],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = Settings(
+        jobs=JobSettings(start_worker=False),  # these tests queue no jobs
         data_dir=tmp_path_factory.mktemp("data"), cache_dir=cache, include_embedded=False,
         default_model="tiny4",
         models=[ModelSpec(name="tiny4", source="local", path=Path("tiny4"), device="cpu"),

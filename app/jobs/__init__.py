@@ -1,0 +1,36 @@
+"""The durable queue of SFT correction jobs (issue 6).
+
+* :mod:`app.jobs.store`  - job rows: states, atomic claim, progress, cancel, re-queue,
+  crash recovery (SQLite and PostgreSQL);
+* :mod:`app.jobs.runner` - the body of one job (train, evaluate, register the variant);
+* :mod:`app.jobs.worker` - the local worker process;
+* :mod:`app.jobs.queue`  - :class:`JobQueue`, the one interface the app uses, over the
+  local backend or :mod:`app.jobs.ray_backend`;
+* :mod:`app.jobs.settings` - :class:`JobSettings` (``Settings.jobs``).
+
+Importing this package does not import Ray, trl or peft (only a backend or a job does).
+"""
+
+from app.jobs.queue import JobQueue, config_target_key, target_key
+from app.jobs.settings import JobSettings
+from app.jobs.store import (
+    ACTIVE,
+    STATES,
+    TERMINAL,
+    JobNotFound,
+    JobStateError,
+    JobStore,
+)
+
+__all__ = [
+    "ACTIVE",
+    "STATES",
+    "TERMINAL",
+    "JobNotFound",
+    "JobQueue",
+    "JobSettings",
+    "JobStateError",
+    "JobStore",
+    "config_target_key",
+    "target_key",
+]

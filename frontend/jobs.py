@@ -1,0 +1,142 @@
+"""View models for correction jobs: the job card, the loss curve, the Experiments table.
+Plain data in, plain data out (no web framework, no database session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from analysis.correction.config import TrainingConfig
+from analysis.correction.textcheck import check_texts
+
+
+@dataclass
+class JobView:
+    id: str
+    name: str
+    state: str
+    base_model: str
+    method: str
+    created_at: Any
+    started_at: Any
+    finished_at: Any
+    step: int | None
+    max_steps: int | None
+    fraction: float | None
+    loss: float | None
+    elapsed_s: float | None
+    eta_s: float | None
+    phase: str | None
+    error: str | None
+    variant: str | None
+    target_key: str | None
+    config: TrainingConfig | None
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    compare_link: str | None = None
+    attempt: int = 1
+    parent_id: str | None = None
+
+
+def _config(raw: dict[str, Any]) -> TrainingConfig | None:
+    try:
+        return TrainingConfig.model_validate(raw)
+    except Exception:  # a config written by an older version still lists
+        return None
+
+
+def compare_link(cfg: TrainingConfig | None, base: str, variant: str | None) -> str | None:
+    """The Compare page pre-filled with the job's base, variant and target case."""
+    if cfg is None or cfg.target is None or not variant:
+        return None
+    t = cfg.target
+    query = {"base": base, "variant": variant, "prompt": t.prompt, "answer_a": t.answer_a,
+             "answer_b": t.answer_b}
+    return "/compare?" + urlencode(query)
+
+
+def job_view(job: Any) -> JobView:
+    progress = job.progress or {}
+    cfg = _config(job.config or {})
+    variant = job.variant if job.state == "succeeded" else None
+    return JobView(
+        id=job.id, name=job.name, state=job.state, base_model=job.base_model,
+        method=cfg.method if cfg else "?", created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at,
+        step=progress.get("step"), max_steps=progress.get("max_steps"),
+        fraction=progress.get("fraction"), loss=progress.get("loss"),
+        elapsed_s=progress.get("elapsed_s"), eta_s=progress.get("eta_s"),
+        phase=progress.get("phase"), error=job.error, variant=job.variant,
+        target_key=job.target_key, config=cfg, evaluation=job.evaluation or {},
+        compare_link=compare_link(cfg, job.base_model, variant),
+        attempt=getattr(job, "attempt", 1) or 1, parent_id=getattr(job, "parent_id", None),
+    )
+
+
+def loss_figure(metrics: list[Any]) -> dict[str, Any]:
+    steps = [m.step for m in metrics]
+    return {
+        "data": [{"type": "scatter", "mode": "lines+markers", "x": steps,
+                  "y": [m.loss for m in metrics], "name": "loss",
+                  "line": {"color": "#1d4ed8"},
+                  "hovertemplate": "step %{x}: loss %{y:.4f}<extra></extra>"}],
+        "layout": {"height": 260, "margin": {"l": 55, "r": 15, "t": 25, "b": 40},
+                   "xaxis": {"title": {"text": "step"}, "rangemode": "tozero"},
+                   "yaxis": {"title": {"text": "loss"}}, "plot_bgcolor": "white",
+                   "paper_bgcolor": "white",
+                   "meta": {"summary": f"{len(steps)} steps"}},
+    }
+
+
+@dataclass
+class ExperimentRow:
+    job: JobView
+    mentions_wrong: bool
+    mentions_correct: bool
+    mentions_topic: bool
+    p_a_before: float | None
+    p_a_after: float | None
+    p_b_before: float | None
+    p_b_after: float | None
+    result: str
+
+
+def _result(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The seeds' last column: fixed, better, no change or worse (from m and top-1)."""
+    m0, m1 = before.get("m"), after.get("m")
+    if m0 is None or m1 is None:
+        return "–"
+    if m0 <= 0 < m1:
+        return "fixed"
+    if m1 - m0 > 0.1:
+        return "better"
+    if m1 - m0 < -0.1:
+        return "worse"
+    return "no change"
+
+
+def experiment_rows(jobs: list[Any]) -> list[ExperimentRow]:
+    rows = []
+    for job in jobs:
+        view = job_view(job)
+        cfg = view.config
+        wrong = correct = topic = False
+        if cfg is not None and cfg.target is not None:
+            findings = check_texts(cfg.texts, wrong_answer=cfg.target.answer_b,
+                                   correct_answer=cfg.target.answer_a,
+                                   topic_words=cfg.topic_words)
+            wrong = any(f.mentions_wrong for f in findings)
+            topic = any(f.mentions_topic for f in findings)
+            # "Mentions the correct answer": any match of kind 'correct' in any text.
+            correct = any(m.kind == "correct" for f in findings for m in f.matches)
+        target = view.evaluation.get("target") or {}
+        before, after = target.get("before") or {}, target.get("after") or {}
+        rows.append(ExperimentRow(
+            job=view, mentions_wrong=wrong, mentions_correct=correct, mentions_topic=topic,
+            p_a_before=(before.get("a") or {}).get("prob"),
+            p_a_after=(after.get("a") or {}).get("prob"),
+            p_b_before=(before.get("b") or {}).get("prob"),
+            p_b_after=(after.get("b") or {}).get("prob"),
+            result=_result(before, after) if view.state == "succeeded" else view.state,
+        ))
+    return rows
