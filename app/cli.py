@@ -256,6 +256,7 @@ def compare(
     verdict (correction / compensation), weight changes and layer patching. Saved in the
     app's database, so it also opens on the Compare page."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from pydantic import ValidationError
 
@@ -280,7 +281,11 @@ def compare(
                            answer_prefix=answer_prefix, answer_a=contrastive[0],
                            answer_b=contrastive[1], method=method,  # type: ignore[arg-type]
                            tau=tau, max_nodes=max_nodes, prompt_set=items)
-        run = asyncio.run(run_comparison(body, manager, settings, runs))
+        # A thread of its own: asyncio.run refuses to start where a loop already runs
+        # (a notebook, or Playwright's loop in the test session).
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(asyncio.run,
+                              run_comparison(body, manager, settings, runs)).result()
     except CircuitlabError as exc:
         _fail(exc)
         return
