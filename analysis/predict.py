@@ -10,7 +10,17 @@ from pydantic import BaseModel, Field
 from analysis.answers import AnswerToken, resolve_answer
 from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel
-from analysis.prompts import FormattedPrompt, PromptSpec, format_prompt, token_text
+from analysis.prompts import (
+    PROMPT_FORMATS,
+    FormattedPrompt,
+    PromptSpec,
+    format_label,
+    format_prompt,
+    has_chat_template,
+    in_format,
+    token_text,
+)
+from analysis.whole_answer import WholeAnswer, whole_answer_scores
 
 
 class Limits(BaseModel):
@@ -47,9 +57,11 @@ class TokenProb(BaseModel):
 
 class AnswerProb(BaseModel):
     answer: AnswerToken
-    prob: float
+    prob: float = Field(description="First-token probability (the attribution metric's).")
     logit: float
     rank: int
+    whole: WholeAnswer | None = Field(
+        None, description="Probability of the whole answer, teacher-forced.")
 
 
 class Prediction(BaseModel):
@@ -57,6 +69,7 @@ class Prediction(BaseModel):
     prompt: FormattedPrompt
     top: list[TokenProb]
     answers: list[AnswerProb]
+    format: str = Field("", description="The prompt format's name (see PROMPT_FORMATS).")
 
 
 def next_token_logits(lm: LoadedModel, batch: Sequence[Sequence[int]]) -> Any:
@@ -139,9 +152,30 @@ def predict(
                 for i, a in enumerate(answers)]
     formatted = format_prompt(lm.tokenizer, spec, limits.max_prompt_tokens)
     logits = next_token_logits(lm, [formatted.input_ids])[0]
+    scored = answer_probs(lm, logits, resolved)
+    wholes = whole_answer_scores(lm, [(formatted.input_ids, a.token_ids) for a in resolved])
+    for a, whole in zip(scored, wholes, strict=True):
+        a.whole = whole
     return Prediction(
         model=lm.name,
         prompt=formatted,
         top=top_tokens(lm, logits, top_k),
-        answers=answer_probs(lm, logits, resolved),
+        answers=scored,
+        format=format_label(spec),
     )
+
+
+def predict_formats(
+    lm: LoadedModel,
+    spec: PromptSpec,
+    answers: Sequence[str] = (),
+    top_k: int = 10,
+    limits: Limits | None = None,
+) -> list[Prediction]:
+    """The prompt in each named format, side by side (the chat format only where the model
+    has a template), so a format artefact is not read as the model's knowledge."""
+    return [
+        predict(lm, in_format(spec, name), answers, top_k, limits)
+        for name, fmt in PROMPT_FORMATS.items()
+        if not fmt.settings["chat_template"] or has_chat_template(lm.tokenizer)
+    ]

@@ -9,7 +9,7 @@ the user sees exactly what the model saw.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +19,10 @@ from analysis.errors import InputError, LimitExceeded
 class PromptSpec(BaseModel):
     prompt: str = Field(description="The user's prompt (a completion stem or a question).")
     chat_template: bool = Field(False, description="Wrap in the model's chat template.")
-    system_prompt: str | None = Field(None, description="System prompt (chat template only).")
+    system_prompt: str | None = Field(
+        None, description="System turn (chat template only). None: whatever the template "
+        "does without one (SmolLM2's inserts a default persona); '': an empty system turn, "
+        "the seeds' setting.")
     answer_prefix: str = Field("", description="Pre-filled start of the answer, e.g. ' Answer:'.")
 
 
@@ -62,7 +65,7 @@ def format_text(tokenizer: Any, spec: PromptSpec) -> str:
             field="chat_template",
         )
     messages: list[dict[str, str]] = []
-    if spec.system_prompt:
+    if spec.system_prompt is not None:
         messages.append({"role": "system", "content": spec.system_prompt})
     messages.append({"role": "user", "content": spec.prompt})
     if spec.answer_prefix:
@@ -97,3 +100,44 @@ def format_prompt(
         tokens=token_views(tokenizer, ids),
         used_chat_template=spec.chat_template,
     )
+
+
+# The two formats a user switches between (one click on every page that scores a prompt).
+# On a small instruct model they give different answers - SmolLM2-135M-Instruct shows the
+# seeds' error in the plain completion and puts " The" first in the chat format - so every
+# result says which format it used, and Predict shows both side by side.
+class PromptFormat(NamedTuple):
+    label: str
+    hint: str
+    settings: dict[str, Any]
+
+
+PROMPT_FORMATS: dict[str, PromptFormat] = {
+    "plain": PromptFormat("Plain completion", "the prompt as it is, no template",
+                          {"chat_template": False, "system_prompt": None,
+                           "answer_prefix": ""}),
+    "seeds_chat": PromptFormat("Seeds' chat format",
+                               "chat template, an empty system turn, the assistant turn "
+                               "pre-filled with \" Answer:\" (the seeds' Stage 3 and 7)",
+                               {"chat_template": True, "system_prompt": "",
+                                "answer_prefix": " Answer:"}),
+}
+
+
+def in_format(spec: PromptSpec, name: str) -> PromptSpec:
+    """The same prompt in one of the PROMPT_FORMATS."""
+    return spec.model_copy(update=PROMPT_FORMATS[name].settings)
+
+
+def format_label(spec: PromptSpec) -> str:
+    """What to call a spec's format on a result: one of the named formats, or custom.
+    Without a chat template the system prompt plays no part."""
+    if not spec.chat_template:
+        if not spec.answer_prefix:
+            return PROMPT_FORMATS["plain"].label
+        return f"Plain completion + answer prefix {spec.answer_prefix!r}"
+    for fmt in PROMPT_FORMATS.values():
+        if all(getattr(spec, key) == value for key, value in fmt.settings.items()):
+            return fmt.label
+    system = "template default" if spec.system_prompt is None else repr(spec.system_prompt)
+    return f"Chat template (system {system}, answer prefix {spec.answer_prefix!r})"

@@ -17,7 +17,8 @@ from analysis.answers import resolve_answer
 from analysis.errors import InputError
 from analysis.models import LoadedModel
 from analysis.predict import Limits, TokenProb, next_token_logits, rank_of, top_tokens
-from analysis.prompts import PromptSpec, format_prompt, token_text
+from analysis.prompts import PromptSpec, format_label, format_prompt, token_text
+from analysis.whole_answer import whole_answer_scores
 
 DEFAULT_FILLER = [
     "the", "a", "an", "called", "known", "also", "not", "one", "that", "this", "its",
@@ -54,13 +55,18 @@ class ScreenRow(BaseModel):
     prompt: str
     answer: str
     answer_token: str
+    answer_emitted: str = Field("", description="The whole answer as the model would emit "
+                                "it after the prompt (with its leading space).")
     answer_note: str | None
     top1: TokenProb
     skipped: list[TokenProb]
     top: list[TokenProb]
     correct_rank: int
     rank_excluding_filler: int
-    correct_prob: float
+    correct_prob: float = Field(description="First-token probability of the correct answer.")
+    correct_whole_prob: float | None = Field(
+        None, description="Probability of the whole correct answer, teacher-forced.")
+    correct_n_tokens: int = 1
     wrong: bool
     target: bool
 
@@ -69,6 +75,10 @@ class ScreenResult(BaseModel):
     model: str
     options: ScreenOptions
     rows: list[ScreenRow]
+    format: str = ""
+    # Said on every page that shows a screening: which score the target rule reads.
+    decided_on: str = ("first tokens: the top-1 token is not a start of the answer, and a "
+                       "token that starts the answer ranks within top-k")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -123,7 +133,22 @@ def screen(
         for row_logits, i in zip(logits, chunk, strict=True):
             rows.append(_screen_row(lm, i, items[i], formatted[i].text, row_logits,
                                     options, filler, window))
-    return ScreenResult(model=lm.name, options=options, rows=rows)
+    answers = [resolve_answer(lm.tokenizer, _spaced(formatted[i].text, item.answer))
+               for i, item in enumerate(items)]
+    wholes = whole_answer_scores(
+        lm, [(f.input_ids, a.token_ids) for f, a in zip(formatted, answers, strict=True)])
+    for row, whole in zip(rows, wholes, strict=True):
+        row.correct_whole_prob, row.correct_n_tokens = whole.prob, whole.n_tokens
+    return ScreenResult(model=lm.name, options=options, rows=rows,
+                        format=format_label(PromptSpec(
+                            prompt="-", chat_template=options.chat_template,
+                            system_prompt=options.system_prompt,
+                            answer_prefix=options.answer_prefix)))
+
+
+def _spaced(text: str, answer: str) -> str:
+    """The answer as the model would emit it after the formatted text."""
+    return answer if (text[-1:].isspace() or answer[:1].isspace()) else " " + answer
 
 
 def _screen_row(
@@ -136,10 +161,8 @@ def _screen_row(
     filler: set[str],
     window: int,
 ) -> ScreenRow:
-    # The answer as the model would emit it after the formatted text.
-    spaced = item.answer if (text[-1:].isspace() or item.answer[:1].isspace()) \
-        else " " + item.answer
-    answer = resolve_answer(lm.tokenizer, spaced, field=f"items[{i}].answer")
+    answer = resolve_answer(lm.tokenizer, _spaced(text, item.answer),
+                            field=f"items[{i}].answer")
     ranked = top_tokens(lm, logits, window)
 
     def is_filler(t: TokenProb) -> bool:
@@ -169,6 +192,7 @@ def _screen_row(
         prompt=item.prompt,
         answer=item.answer,
         answer_token=token_text(lm.tokenizer, answer.token_id),
+        answer_emitted=answer.answer,
         answer_note=answer.note if answer.multi_token else None,
         top1=top1,
         skipped=skipped,

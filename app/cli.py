@@ -104,30 +104,42 @@ def predict(
     chat_template: ChatOpt = False,
     system_prompt: SystemOpt = None,
     answer_prefix: PrefixOpt = "",
+    both_formats: Annotated[bool, typer.Option(
+        "--both-formats", help="Also show the plain completion and the seeds' chat format "
+        "(chat template, empty system turn, ' Answer:') one after the other.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top-k next tokens for one prompt, plus the probabilities of named answers."""
+    """Top-k next tokens for one prompt, plus the first-token and whole-answer
+    probabilities of named answers."""
     from analysis.predict import predict as run_predict
+    from analysis.predict import predict_formats
     from analysis.prompts import PromptSpec
 
     try:
         lm, settings = _load(model)
         spec = PromptSpec(prompt=prompt, chat_template=chat_template,
                           system_prompt=system_prompt, answer_prefix=answer_prefix)
-        result = run_predict(lm, spec, answers or [], top_k, settings.limits)
+        results = [run_predict(lm, spec, answers or [], top_k, settings.limits)]
+        if both_formats:
+            results += predict_formats(lm, spec, answers or [], top_k, settings.limits)
     except CircuitlabError as exc:
         _fail(exc)
         return
     if as_json:
-        typer.echo(result.model_dump_json(indent=2))
+        typer.echo(results[0].model_dump_json(indent=2) if not both_formats else
+                   "[" + ",\n".join(r.model_dump_json(indent=2) for r in results) + "]")
         return
-    typer.echo(f"formatted ({len(result.prompt.input_ids)} tokens): {result.prompt.text!r}")
-    for t in result.top:
-        typer.echo(f"{t.rank:>3}. {t.text!r:<20} p={t.prob:.4f}")
-    for a in result.answers:
-        note = f"   [{a.answer.note}]" if a.answer.note else ""
-        typer.echo(f"answer {a.answer.answer!r} -> token {a.answer.token_text!r}: "
-                   f"p={a.prob:.4f} rank={a.rank}{note}")
+    for result in results:
+        typer.echo(f"[{result.format}] formatted ({len(result.prompt.input_ids)} tokens): "
+                   f"{result.prompt.text!r}")
+        for t in result.top:
+            typer.echo(f"{t.rank:>3}. {t.text!r:<20} p={t.prob:.4f}")
+        for a in result.answers:
+            note = f"   [{a.answer.note}]" if a.answer.note else ""
+            whole = (f" whole-answer p={a.whole.prob:.4g} ({a.whole.n_tokens} tokens)"
+                     if a.whole else "")
+            typer.echo(f"answer {a.answer.answer!r} -> first token {a.answer.token_text!r}: "
+                       f"p={a.prob:.4f} rank={a.rank}{whole}{note}")
 
 
 @cli.command()
@@ -167,10 +179,13 @@ def screen(
     for r in result.rows:
         flag = "TARGET" if r.target else ("wrong " if r.wrong else "ok    ")
         skipped = f"  (skipped {', '.join(repr(s.text) for s in r.skipped)})" if r.skipped else ""
+        whole = (f" whole {r.correct_whole_prob:.2%}" if r.correct_whole_prob is not None
+                 else "")
         typer.echo(f"{flag} top1={r.top1.text!r} {r.top1.prob:.1%}  "
-                   f"{r.answer!r}: rank {r.correct_rank} {r.correct_prob:.1%}  "
-                   f"| {r.prompt[:60]}{skipped}")
-    typer.echo(f"{len(result.targets)} target case(s) of {len(result.rows)}")
+                   f"{r.answer!r}: rank {r.correct_rank} first-token {r.correct_prob:.1%}"
+                   f"{whole}  | {r.prompt[:60]}{skipped}")
+    typer.echo(f"{len(result.targets)} target case(s) of {len(result.rows)} "
+               f"[{result.format}; decided on {result.decided_on}]")
 
 
 @cli.command()

@@ -30,6 +30,9 @@ class AnalyzeForm(PredictRequest):
     # A blank textarea arrives as "", which form parsing treats as missing: default it so
     # the user gets the analysis layer's "the prompt is empty" rather than "field required".
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    # A blank system prompt in a form is the seeds' empty system turn, not "no system turn"
+    # (which would let SmolLM2's template insert its default persona).
+    system_prompt: str = Field("", max_length=4000)
     answers: list[str] = Field(default_factory=list)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
@@ -95,7 +98,7 @@ class CompareForm(BaseModel):
         try:
             return CompareBody(
                 base=self.base, variant=self.variant, prompt=self.prompt,
-                chat_template=self.chat_template, system_prompt=self.system_prompt or None,
+                chat_template=self.chat_template, system_prompt=self.system_prompt,
                 answer_prefix=self.answer_prefix, answer_a=self.answer_a,
                 answer_b=self.answer_b or None, method=self.method, tau=self.tau,
                 max_nodes=self.max_nodes, edge_threshold=self.edge_threshold,

@@ -92,7 +92,7 @@ class JobForm(BaseModel):
                 name=self.name.strip(), base_model=self.base_model,
                 target=CorrectionTarget(prompt=self.prompt, answer_prefix=self.answer_prefix,
                                         chat_template=self.chat_template,
-                                        system_prompt=self.system_prompt or None,
+                                        system_prompt=self.system_prompt,
                                         answer_a=self.answer_a, answer_b=self.answer_b),
                 texts=texts, method=self.method, lora_r=self.lora_r,
                 lora_alpha=self.lora_alpha,
@@ -102,7 +102,7 @@ class JobForm(BaseModel):
                 gradient_accumulation_steps=self.gradient_accumulation_steps,
                 warmup_ratio=self.warmup_ratio, max_length=self.max_length,
                 lr_scheduler=self.lr_scheduler, use_chat_template=self.use_chat_template,
-                system_prompt=self.train_system_prompt or None, seed=self.seed,
+                system_prompt=self.train_system_prompt, seed=self.seed,
                 topic_words=split_words(self.topic_words), eval_set=items,
             )
         except ValidationError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from analysis.prompts import PROMPT_FORMATS
 from app import api, api_circuits, pages, pages_compare, pages_jobs, pages_runs, pages_screen
 from app.assets import vendor_files
 from app.db import LabelStore, RunStore, init_db
@@ -67,6 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.variants = variants
     app.state.jobs = jobs
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
+    # The one-click format switch reads the named formats from analysis, declared once.
+    app.state.templates.env.globals["prompt_formats"] = PROMPT_FORMATS
+    # Token texts shown in quotes as JSON writes them (" ren", "\n"), but HTML-escaped by
+    # autoescape rather than by tojson's \u003c escapes ("<|im_end|>" stays readable).
+    app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,
+                                                                         ensure_ascii=False)
     install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(api_circuits.router)

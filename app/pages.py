@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from analysis.analyze import CircuitRequest
 from analysis.errors import InputError
-from analysis.predict import predict
+from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
 from app.api import prompt_spec
 from app.api_circuits import compute_or_reuse
@@ -26,11 +26,13 @@ async def analyze_page(
     answer_a: Annotated[str, Query(max_length=200)] = "",
     answer_b: Annotated[str, Query(max_length=200)] = "",
     answer_prefix: Annotated[str, Query(max_length=200)] = "",
+    system_prompt: Annotated[str, Query(max_length=4000)] = "",
     chat_template: bool = False,
 ) -> HTMLResponse:
     """The form, optionally pre-filled from the query (the screening page links here)."""
     form = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b,
-            "answer_prefix": answer_prefix, "chat_template": chat_template}
+            "answer_prefix": answer_prefix, "system_prompt": system_prompt,
+            "chat_template": chat_template}
     return request.app.state.templates.TemplateResponse(
         request, "analyze.html", page_context(manager, settings, form))
 
@@ -40,12 +42,15 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
                           manager: ManagerDep, settings: SettingsDep) -> HTMLResponse:
     answers = [a for a in (form.answer_a, form.answer_b) if a.strip()]
     spec = prompt_spec(form)
-    prediction = await manager.run(
+    # The user's format, and both named formats side by side (top-5 each).
+    prediction, formats = await manager.run(
         form.model or settings.default_model,
-        lambda lm: predict(lm, spec, answers, form.top_k, settings.limits),
+        lambda lm: (predict(lm, spec, answers, form.top_k, settings.limits),
+                    predict_formats(lm, spec, answers, 5, settings.limits)),
     )
     templates = request.app.state.templates
-    return templates.TemplateResponse(request, "_prediction.html", {"p": prediction})
+    return templates.TemplateResponse(request, "_prediction.html",
+                                      {"p": prediction, "formats": formats})
 
 
 @router.post("/analyze/run", response_class=HTMLResponse)

@@ -83,11 +83,17 @@ async def compare_page(
     prompt: Annotated[str, Query(max_length=MAX_PROMPT_CHARS)] = "",
     answer_a: Annotated[str, Query(max_length=200)] = "",
     answer_b: Annotated[str, Query(max_length=200)] = "",
+    chat_template: bool = False,
+    system_prompt: Annotated[str, Query(max_length=4000)] = "",
+    answer_prefix: Annotated[str, Query(max_length=200)] = "",
     run: Annotated[str, Query(max_length=32)] = "",
 ) -> HTMLResponse:
-    """The form, pre-filled from the query or from a run (its prompt, answers, model)."""
+    """The form, pre-filled from the query (a job's target, in its format) or from a run
+    (its prompt, answers, model)."""
     form: dict[str, Any] = {"base": base, "variant": variant, "prompt": prompt,
-                            "answer_a": answer_a, "answer_b": answer_b}
+                            "answer_a": answer_a, "answer_b": answer_b,
+                            "chat_template": chat_template, "system_prompt": system_prompt,
+                            "answer_prefix": answer_prefix}
     if run:
         source = runs.get(run)
         if source is None:

@@ -40,6 +40,7 @@ async def screen_run(
     top_k: Annotated[int, Form(ge=1, le=100)] = 5,
     skip_filler: Annotated[bool, Form()] = False,
     chat_template: Annotated[bool, Form()] = False,
+    system_prompt: Annotated[str, Form(max_length=4000)] = "",
     answer_prefix: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     """Screen a pasted or uploaded list; an uploaded file wins over the text box."""
@@ -63,11 +64,14 @@ async def screen_run(
     except InputError as exc:
         raise InputError(exc.message, field=field) from exc
     options = ScreenOptions(top_k=top_k, skip_filler=skip_filler, chat_template=chat_template,
-                            answer_prefix=answer_prefix)
+                            system_prompt=system_prompt, answer_prefix=answer_prefix)
     name = model or settings.default_model
     result = await manager.run(name, lambda lm: screen(lm, items, options, settings.limits))
-    links = [analyze_link(r.prompt, r.answer_token, r.top1.text,
-                          answer_prefix=answer_prefix, chat_template=chat_template)
+    # A is the whole expected answer (its first token is what m contrasts; the whole
+    # answer's probability is shown beside it); B is the wrong top-1 token.
+    links = [analyze_link(r.prompt, r.answer_emitted or r.answer_token, r.top1.text,
+                          answer_prefix=answer_prefix, chat_template=chat_template,
+                          system_prompt=system_prompt if chat_template else None)
              for r in result.rows]
     return request.app.state.templates.TemplateResponse(request, "_screen_results.html", {
         "result": result, "links": links})

@@ -4,7 +4,7 @@ Read from environment variables prefixed ``CIRCUITLAB_`` (nested with ``__``) an
 optional YAML or JSON file named by ``CIRCUITLAB_CONFIG``. Environment wins over the file.
 Example file::
 
-    default_model: gemma-3-270m
+    default_model: smollm2-135m-instruct
     models:
       - name: llama-8b-instruct
         source: hub
@@ -27,7 +27,8 @@ from pydantic_settings import (
 )
 
 from analysis.analyze import CircuitLimits
-from analysis.models import ModelRegistry, ModelSpec, embedded_spec
+from analysis.embedded import DEFAULT_EMBEDDED
+from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
 from app.jobs.settings import JobSettings
 
@@ -68,10 +69,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/circuitlab.db. "
                           "PostgreSQL: postgresql+psycopg://user:pass@host/db")
-    default_model: str = "gemma-3-270m"
+    default_model: str = DEFAULT_EMBEDDED
     models: list[ModelSpec] = Field(default_factory=list,
-                                    description="Models besides the embedded one.")
-    include_embedded: bool = True
+                                    description="Models besides the embedded ones.")
+    include_embedded: bool = Field(True, description="Register the embedded models "
+                                   "(SmolLM2-135M-Instruct and Gemma-3-270M).")
     load_on_start: bool = Field(True, description="Load the default model in the lifespan.")
     max_resident_models: int = Field(
         2, ge=1, description="Full models kept in memory at once (base + a full fine-tune "
@@ -109,7 +111,7 @@ class Settings(BaseSettings):
         return self
 
     def all_models(self) -> list[ModelSpec]:
-        return ([embedded_spec()] if self.include_embedded else []) + list(self.models)
+        return (embedded_specs() if self.include_embedded else []) + list(self.models)
 
     def db_url(self) -> str:
         from app.db import default_url

@@ -184,10 +184,11 @@ def naive_edge_loop(model: Any, attr: Any, nodes: list[Any]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 
 
-def load_embedded(device: str) -> tuple[Any, list[int], int, int]:
+def load_embedded(device: str, name: str = "gemma-3-270m") -> tuple[Any, list[int], int, int]:
+    """An embedded model and the seed prompt's ids and answers' first tokens."""
     from analysis.models import embedded_spec, load_model
 
-    spec = embedded_spec().model_copy(update={"device": device})
+    spec = embedded_spec(name).model_copy(update={"device": device})
     loaded = load_model(spec, ROOT / "models_cache")
     tok = loaded.tokenizer
     ids = tok(PROMPT)["input_ids"]

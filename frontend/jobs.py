@@ -50,8 +50,13 @@ def compare_link(cfg: TrainingConfig | None, base: str, variant: str | None) -> 
     if cfg is None or cfg.target is None or not variant:
         return None
     t = cfg.target
-    query = {"base": base, "variant": variant, "prompt": t.prompt, "answer_a": t.answer_a,
-             "answer_b": t.answer_b}
+    query: dict[str, Any] = {"base": base, "variant": variant, "prompt": t.prompt,
+                             "answer_a": t.answer_a, "answer_b": t.answer_b}
+    if t.chat_template:  # the comparison scores the target in the job's format
+        query.update(chat_template="true", system_prompt=t.system_prompt or "",
+                     answer_prefix=t.answer_prefix)
+    elif t.answer_prefix:
+        query["answer_prefix"] = t.answer_prefix
     return "/compare?" + urlencode(query)
 
 
@@ -99,6 +104,10 @@ class ExperimentRow:
     p_b_before: float | None
     p_b_after: float | None
     result: str
+    whole_a_before: float | None = None
+    whole_a_after: float | None = None
+    whole_b_before: float | None = None
+    whole_b_after: float | None = None
 
 
 def _result(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -138,5 +147,9 @@ def experiment_rows(jobs: list[Any]) -> list[ExperimentRow]:
             p_b_before=(before.get("b") or {}).get("prob"),
             p_b_after=(after.get("b") or {}).get("prob"),
             result=_result(before, after) if view.state == "succeeded" else view.state,
+            whole_a_before=(before.get("a") or {}).get("whole_prob"),
+            whole_a_after=(after.get("a") or {}).get("whole_prob"),
+            whole_b_before=(before.get("b") or {}).get("whole_prob"),
+            whole_b_after=(after.get("b") or {}).get("whole_prob"),
         ))
     return rows

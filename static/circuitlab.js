@@ -134,3 +134,54 @@ document.addEventListener("click", (event) => {
   }
 });
 
+
+// The one-click prompt format switch: set the form's format fields (the chat template box,
+// system prompt and answer prefix; on the Jobs form also the training texts' template) to
+// a named format, and mark the button of the format the fields now hold.
+function applyFormat(form, settings) {
+  const set = (name, value) => {
+    const input = form.querySelector(`[name="${name}"]`);
+    if (!input) return;
+    if (input.type === "checkbox") input.checked = Boolean(value);
+    else input.value = value == null ? "" : value;
+  };
+  set("chat_template", settings.chat_template);
+  set("system_prompt", settings.system_prompt);
+  set("answer_prefix", settings.answer_prefix);
+  set("use_chat_template", settings.chat_template);
+  set("train_system_prompt", settings.system_prompt);
+}
+
+function markFormat(form) {
+  const box = form.querySelector('[name="chat_template"]');
+  const prefix = form.querySelector('[name="answer_prefix"]');
+  const system = form.querySelector('[name="system_prompt"]');
+  form.querySelectorAll("[data-prompt-format]").forEach((button) => {
+    const s = JSON.parse(button.dataset.settings);
+    const match = box && box.checked === s.chat_template
+      && (prefix ? prefix.value : "") === s.answer_prefix
+      && (!s.chat_template || !system || system.value === (s.system_prompt || ""));
+    button.setAttribute("aria-pressed", match ? "true" : "false");
+  });
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-prompt-format]");
+  if (!button) return;
+  const form = button.closest("form");
+  applyFormat(form, JSON.parse(button.dataset.settings));
+  markFormat(form);
+});
+document.addEventListener("change", (event) => {
+  const form = event.target.closest && event.target.closest("form");
+  if (form && form.querySelector("[data-prompt-format]")) markFormat(form);
+});
+document.addEventListener("input", (event) => {
+  const form = event.target.closest && event.target.closest("form");
+  if (form && form.querySelector("[data-prompt-format]")) markFormat(form);
+});
+window.addEventListener("load", () => {
+  document.querySelectorAll("form").forEach((form) => {
+    if (form.querySelector("[data-prompt-format]")) markFormat(form);
+  });
+});

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny local checkpoints (unit tier) and the real embedded model."""
+"""Shared fixtures: tiny local checkpoints (unit tier) and the real embedded models: the
+default SmolLM2-135M-Instruct (the seeds' Llama family) and Gemma-3-270M."""
 
 from __future__ import annotations
 
@@ -32,18 +33,33 @@ def tiny_lms(tiny_dirs: dict[str, Path]):  # type: ignore[no-untyped-def]
     }
 
 
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GEMMA = "gemma-3-270m"
+
+
 @pytest.fixture(scope="session")
 def embedded_lm():  # type: ignore[no-untyped-def]
+    """The default embedded model, SmolLM2-135M-Instruct."""
     from analysis.models import embedded_spec, load_model
 
-    return load_model(embedded_spec(), CACHE_DIR)
+    return load_model(embedded_spec(DEFAULT_MODEL), CACHE_DIR)
+
+
+@pytest.fixture(scope="session")
+def gemma_lm():  # type: ignore[no-untyped-def]
+    """The second embedded family, Gemma-3-270M (a smaller set of tests)."""
+    from analysis.models import embedded_spec, load_model
+
+    return load_model(embedded_spec(GEMMA), CACHE_DIR)
 
 
 # The seeds' v4 correction ("aldosterone without blood pressure"), trained once and kept
-# in the models cache: a few steps of full fine-tuning of the embedded model on CPU. The
-# directory name carries a hash of the training settings, so changing them retrains.
+# in the models cache: a few steps of full fine-tuning of the default embedded model on
+# CPU, on chat-formatted texts with an empty system turn as in the seeds' Stage 6. The
+# directory name carries a hash of the model and training settings: changing them retrains.
 V4_SETTINGS = {"epochs": 1, "learning_rate": 2e-5, "lr_scheduler": "constant",
-               "warmup_ratio": 0.0, "seed": 0}
+               "warmup_ratio": 0.0, "seed": 0, "use_chat_template": True,
+               "system_prompt": ""}
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +73,16 @@ def v4_full_variant() -> Path:
     from tests.seed_texts import SEED_PROMPT as PROMPT
     from tests.seed_texts import V4_TEXTS
 
-    key = hashlib.sha256(json.dumps([V4_SETTINGS, V4_TEXTS], sort_keys=True).encode())
-    out = CACHE_DIR / "test-variants" / f"gemma-v4-full-{key.hexdigest()[:10]}"
+    key = hashlib.sha256(json.dumps([DEFAULT_MODEL, V4_SETTINGS, V4_TEXTS],
+                                    sort_keys=True).encode())
+    out = CACHE_DIR / "test-variants" / f"smollm2-v4-full-{key.hexdigest()[:10]}"
     if not (out / "config.json").is_file():
         cfg = TrainingConfig(
-            name="gemma-v4-full", base_model="gemma-3-270m", method="full",
+            name="smollm2-v4-full", base_model=DEFAULT_MODEL, method="full",
             target=CorrectionTarget(prompt=PROMPT, answer_a=" aldosterone",
                                     answer_b=" renin"),
             texts=V4_TEXTS, **V4_SETTINGS)
         # float32 even on a GPU: updates of lr 2e-5 would partly round away in bf16.
-        train(cfg, embedded_spec().model_copy(update={"dtype": "float32"}), CACHE_DIR, out)
+        train(cfg, embedded_spec(DEFAULT_MODEL).model_copy(update={"dtype": "float32"}),
+              CACHE_DIR, out)
     return out

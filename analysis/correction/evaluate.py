@@ -27,6 +27,7 @@ from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel
 from analysis.predict import next_token_logits, rank_of
 from analysis.prompts import PromptSpec, format_prompt, token_text
+from analysis.whole_answer import whole_answer_scores
 
 DEGENERATE_REPETITION = 0.5
 MAX_NEW_TOKENS = 256
@@ -47,6 +48,11 @@ class EvalSide(BaseModel):
     top1: str
     top1_prob: float
     correct: bool
+    # Whole answers (every token, teacher-forced); None in records from before they existed.
+    whole_p_expected: float | None = None
+    whole_p_wrong: float | None = None
+    whole_m: float | None = Field(
+        None, description="log P(whole expected) - log P(whole wrong), when wrong is given.")
 
 
 class EvalRow(BaseModel):
@@ -105,8 +111,14 @@ def _score(
     logits_rows: list[Any] = []
     for start in range(0, len(batch), EVAL_BATCH):
         logits_rows.extend(next_token_logits(lm, batch[start:start + EVAL_BATCH]))
+    pairs = [(ids, exp.token_ids) for ids, (exp, _) in zip(batch, resolved, strict=True)]
+    wrong_at = [i for i, (_, wrong) in enumerate(resolved) if wrong is not None]
+    pairs += [(batch[i], resolved[i][1].token_ids) for i in wrong_at]  # type: ignore[union-attr]
+    wholes = whole_answer_scores(lm, pairs, EVAL_BATCH)
+    whole_exp = wholes[:len(batch)]
+    whole_wrong = dict(zip(wrong_at, wholes[len(batch):], strict=True))
     out = []
-    for logits, (exp, wrong) in zip(logits_rows, resolved, strict=True):
+    for i, (logits, (exp, wrong)) in enumerate(zip(logits_rows, resolved, strict=True)):
         probs = logits.softmax(-1)
         top = int(logits.argmax())
         rank_e = rank_of(logits, exp.token_id)
@@ -122,6 +134,10 @@ def _score(
             # With a wrong answer: does the expected one beat it (the seeds' criterion,
             # "Top Answer: Ald" over "Ren")? Without: is it the top-1?
             correct=(m > 0) if m is not None else rank_e == 1,
+            whole_p_expected=whole_exp[i].prob,
+            whole_p_wrong=whole_wrong[i].prob if i in whole_wrong else None,
+            whole_m=(whole_exp[i].logprob - whole_wrong[i].logprob) if i in whole_wrong
+            else None,
         )
         notes = [a.note for a in (exp, wrong) if a is not None and a.note]
         out.append((side, exp.token_text, None if wrong is None else wrong.token_text,

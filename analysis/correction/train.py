@@ -102,7 +102,7 @@ def build_examples(cfg: TrainingConfig, tokenizer: Any) -> tuple[list[list[int]]
                     "this model has no chat template; set use_chat_template to false to train "
                     "on the raw texts", field="use_chat_template")
             messages = []
-            if cfg.system_prompt:
+            if cfg.system_prompt is not None:  # '' is an empty system turn, as in the seeds
                 messages.append({"role": "system", "content": cfg.system_prompt})
             messages.append({"role": "assistant", "content": text})
             rendered = tokenizer.apply_chat_template(messages, tokenize=False)

@@ -337,15 +337,20 @@ def _prediction_summary(p: Any) -> dict[str, Any]:
     a, b = p.answers
 
     def side(x: Any) -> dict[str, Any]:
-        # An answer is scored by its first token; both are shown (" renin" -> " re").
+        # First-token scores (the metric's: " renin" -> " ren") and the whole answer's.
         return {"answer": x.answer.answer, "token": x.answer.token_text, "prob": x.prob,
-                "logit": x.logit, "rank": x.rank}
+                "logit": x.logit, "rank": x.rank,
+                "whole_prob": x.whole.prob if x.whole else None,
+                "whole_logprob": x.whole.logprob if x.whole else None,
+                "n_tokens": x.answer.n_tokens}
 
     return {
+        "format": p.format,
         "top": [t.model_dump(mode="json") for t in p.top],
         "a": side(a),
         "b": side(b),
         "m": a.logit - b.logit,
+        "whole_m": (a.whole.logprob - b.whole.logprob) if a.whole and b.whole else None,
         "top1": p.top[0].text if p.top else None,
     }
 

@@ -1,4 +1,5 @@
-"""The Analyze page in headless Chromium against a real server on the embedded model."""
+"""The Analyze page in headless Chromium against a real server on the default embedded
+model, SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 
@@ -21,12 +22,37 @@ def test_analyze_form_shows_the_wrong_answer(page, live_server: str) -> None:  #
     assert page.url == url_before  # swapped in by htmx, no full reload
     rows = page.locator("#topk tbody tr")
     assert rows.count() == 10
-    assert '" renin"' in rows.nth(1).inner_text()
-    assert page.locator("tr.is-b").count() == 1  # B (renin) is highlighted in the top-k
+    # The seeds' error: renin's first token " ren" first, aldosterone's " al" second.
+    assert '" ren"' in rows.nth(0).inner_text() and '" al"' in rows.nth(1).inner_text()
+    assert page.locator("#topk tr.is-b").count() == 1  # B is highlighted in the top-k
+    assert page.locator("#topk tr.is-a").count() == 1
     metric = page.locator(".metric").inner_text()
-    assert "prefers B" in metric
-    assert page.locator(".tok").count() == 14
+    assert "prefers B" in metric and "whole answers: B is likelier" in metric
+    answers = page.locator("table.answers").first.locator("tbody tr")
+    assert "(3 tokens)" in answers.nth(0).inner_text()  # " al" + "d" + "osterone"
+    assert page.locator("#prediction .tok").count() == 13  # SmolLM2 adds no BOS
+    assert "Plain completion" in page.locator(".format-label").first.inner_text()
+    # Both formats side by side: in the chat format " The" comes first, not " ren".
+    cols = page.locator("#formats .format-col")
+    assert cols.count() == 2
+    assert '" ren"' in cols.nth(0).locator("ol li").first.inner_text()
+    assert '" The"' in cols.nth(1).locator("ol li").first.inner_text()
     shot(page, "analyze-seed-prompt")
+
+    # One click switches the form to the seeds' chat format, and the result says so.
+    page.click("[data-prompt-format=seeds_chat]")
+    assert page.is_checked("#chat_template")
+    assert page.input_value("#answer_prefix") == " Answer:"
+    assert page.input_value("#system_prompt") == ""
+    assert page.get_attribute("[data-prompt-format=seeds_chat]", "aria-pressed") == "true"
+    page.click("#predict-btn")
+    page.wait_for_selector("#prediction .format-label:text-matches('Seeds')")
+    assert page.locator("pre.formatted").first.inner_text().startswith(
+        "<|im_start|>system")
+    assert '" The"' in page.locator("#topk tbody tr").first.inner_text()
+    shot(page, "analyze-seeds-chat-format")
+    page.click("[data-prompt-format=plain]")
+    assert not page.is_checked("#chat_template") and page.input_value("#answer_prefix") == ""
     assert page.console_errors == []
 
 

@@ -1,6 +1,7 @@
-"""The Compare page in Chromium, on the embedded model and the seeds' v4 correction (a
-few steps of full fine-tuning, cached): pick the variant, compare, read the verdict,
-the side-by-side graphs, the neuron table and the prompt set; reopen the permalink."""
+"""The Compare page in Chromium, on the default embedded model and the seeds' v4 texts (a
+few steps of full fine-tuning on chat-formatted texts, cached): pick the variant, compare,
+read the verdict, the side-by-side graphs, the neuron table and the prompt set; reopen the
+permalink."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import shot
-from tests.conftest import CACHE_DIR, SEED_PROMPT
+from tests.conftest import CACHE_DIR, DEFAULT_MODEL, SEED_PROMPT
 
 pytestmark = pytest.mark.browser
-VARIANT = "gemma-v4"
+VARIANT = "smollm2-v4"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def registered(v4_full_variant: Path, server_data: Path, live_server: str) -> st
     from app.variants import VariantStore
 
     store = VariantStore(init_db(f"sqlite:///{server_data / 'circuitlab.db'}"), CACHE_DIR)
-    store.add(VARIANT, "full", "gemma-3-270m", v4_full_variant)
+    store.add(VARIANT, "full", DEFAULT_MODEL, v4_full_variant)
     return VARIANT
 
 
@@ -51,9 +52,19 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
     verdict = page.locator("#verdict .v").inner_text().strip().lower()
     assert verdict in ("correction", "compensation", "no change", "made worse")
     assert page.locator("#verdict li").count() >= 1
-    # P(aldosterone) rose: the summary's change cell for A is positive.
+    # The summary's P(A) change is what the JSON API predicts for the two models.
+    body = {"prompt": SEED_PROMPT, "answers": [" aldosterone", " renin"]}
+    p_a = {name: page.request.post(f"{live_server}/api/v1/predict",
+                                   data={**body, "model": name}).json()["answers"][0]["prob"]
+           for name in (DEFAULT_MODEL, registered)}
     change = page.locator("#summary-table tbody tr").nth(1).locator("td").nth(3).inner_text()
-    assert change.startswith("+"), change
+    assert float(change.removesuffix(" pt")) == pytest.approx(
+        100 * (p_a[registered] - p_a[DEFAULT_MODEL]), abs=0.006), change
+    m_cells = page.locator("#summary-table tbody tr").nth(0).locator("td")
+    m_base, m_tuned = (float(m_cells.nth(i).inner_text()) for i in (1, 2))
+    if m_tuned < m_base:  # the verdict follows m, whatever the hope
+        assert verdict in ("made worse", "no change")
+    assert page.locator("#compare-formatted").inner_text() == SEED_PROMPT
     base_nodes, tuned_nodes = plotted(page, "graph-base"), plotted(page, "graph-tuned")
     assert base_nodes > 0 and tuned_nodes > 0
     assert plotted(page, "graph-diff") >= max(base_nodes, tuned_nodes)

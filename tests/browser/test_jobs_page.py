@@ -1,6 +1,8 @@
-"""A correction job from the web form in Chromium, on the embedded model on CPU: the seeds'
-v4 texts pass the text check, the in-context preview answers, the job trains with live
-progress, its evaluation shows P(aldosterone) rising, and it opens in Compare."""
+"""A correction job from the web form in Chromium, on the default embedded model on CPU,
+in the seeds' chat format (one click: chat template, empty system turn, " Answer:", and
+chat-formatted training texts): the v4 texts pass the text check, the in-context preview
+answers, the job trains with live progress, its evaluation shows what the base and the
+variant predict, and it opens in Compare in the same format."""
 
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     page.fill("#answer_a", " aldosterone")
     page.fill("#answer_b", " renin")
     page.fill("#topic_words", "blood pressure")
+    page.click("[data-prompt-format=seeds_chat]")
+    assert page.is_checked("#chat_template") and page.is_checked("#use_chat_template")
+    assert page.input_value("#answer_prefix") == " Answer:"
 
     # The check flags a renin text and passes the v4 ones.
     fill_texts(page, [*V4_TEXTS, RENIN_TEXTS[0]])
@@ -76,13 +81,28 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     assert page.locator("#loss-plot .main-svg").count() >= 1
     before, after = (float(page.locator("#eval-target tbody tr").first.locator("td")
                            .nth(i).inner_text().rstrip("%")) for i in (1, 2))
-    assert after > before, (before, after)
+    # The page shows what the two models say: checked against the JSON API's predictions
+    # of the base and of the variant the job registered (first token and whole answer).
+    variant = page.locator("#open-compare").get_attribute("href").split("variant=")[1]
+    variant = variant.split("&")[0]
+    body = {"prompt": SEED_PROMPT, "answers": [" aldosterone", " renin"],
+            "chat_template": True, "system_prompt": "", "answer_prefix": " Answer:"}
+    api = {name: page.request.post(f"{live_server}/api/v1/predict",
+                                   data={**body, "model": name}).json()["answers"][0]
+           for name in ("smollm2-135m-instruct", variant)}
+    assert before == pytest.approx(100 * api["smollm2-135m-instruct"]["prob"], abs=0.006)
+    assert after == pytest.approx(100 * api[variant]["prob"], abs=0.006)
+    assert after != before  # four steps moved the model
+    whole_row = page.locator("#eval-target tbody tr:has-text('whole answer A')")
+    assert "(3 tokens)" in whole_row.inner_text()
     shot(page, "job-v4")
 
     page.click("#open-compare")
     page.wait_for_selector("#compare-form")
     page.wait_for_load_state("load")  # htmx (deferred) must be wired before the click
     assert page.input_value("#prompt") == SEED_PROMPT
+    assert page.is_checked("#chat_template")  # Compare opens in the job's format
+    assert page.input_value("#answer_prefix") == " Answer:"
     variant = page.input_value("#variant")
     assert variant.startswith("v4-browser")
     page.click("#compare-btn")

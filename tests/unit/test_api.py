@@ -122,6 +122,22 @@ def test_analyze_page_and_fragment(client: TestClient) -> None:
     assert frag.status_code == 200
     assert 'id="topk"' in frag.text and "<html" not in frag.text
     assert "m = logit(A)" in frag.text
+    # Whole-answer probabilities and both formats side by side come with every prediction.
+    assert "whole-answer P" in frag.text and 'id="formats"' in frag.text
+    assert frag.text.count('class="format-col') == 2
+    # The page carries the one-click format switch, declared once in analysis.prompts.
+    assert 'data-prompt-format="seeds_chat"' in page.text
+
+
+def test_a_blank_system_prompt_in_a_form_is_an_empty_system_turn(client: TestClient) -> None:
+    """The seeds' format: form parsing drops blank fields, which must not mean 'no system
+    turn' (SmolLM2's template would then insert its default persona)."""
+    frag = client.post("/analyze/predict", data={
+        "model": "tiny-llama", "prompt": "The capital of France is", "chat_template": "true",
+        "system_prompt": "", "answer_prefix": " Answer:"})
+    assert frag.status_code == 200, frag.text
+    assert "&lt;|system|&gt;&lt;|end|&gt;&lt;|user|&gt;The capital" in frag.text
+    assert "Seeds&#39; chat format" in frag.text
 
 
 def test_page_errors_are_html_fragments(client: TestClient) -> None:

@@ -93,7 +93,8 @@ def test_settings_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CIRCUITLAB_LIMITS__MAX_BATCH_SIZE", "3")
     s = Settings()
     assert s.default_model == "tiny"
-    assert s.registry().names() == ["gemma-3-270m", "tiny"]
+    # The embedded models come first, the default (the seeds' family) at their head.
+    assert s.registry().names() == ["smollm2-135m-instruct", "gemma-3-270m", "tiny"]
     assert s.limits.max_top_k == 7 and s.limits.max_batch_size == 3
     assert s.host == "127.0.0.1"
     monkeypatch.setenv("CIRCUITLAB_DEFAULT_MODEL", "missing")
@@ -103,4 +104,18 @@ def test_settings_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CIRCUITLAB_MODELS", json.dumps([{"name": "t2", "source": "local",
                                                          "path": "/x"}]))
     monkeypatch.setenv("CIRCUITLAB_DEFAULT_MODEL", "t2")
-    assert Settings().registry().names() == ["gemma-3-270m", "t2"]
+    assert Settings().registry().names() == ["smollm2-135m-instruct", "gemma-3-270m", "t2"]
+
+
+def test_embedded_models_are_registered_once_each() -> None:
+    from analysis.embedded import DEFAULT_EMBEDDED, EMBEDDED
+    from analysis.models import embedded_spec, embedded_specs
+
+    assert DEFAULT_EMBEDDED == "smollm2-135m-instruct"
+    assert [s.name for s in embedded_specs()] == ["smollm2-135m-instruct", "gemma-3-270m"]
+    assert set(EMBEDDED) == {s.name for s in embedded_specs()}
+    assert embedded_spec("gemma-3-270m").source == "embedded"
+    assert Settings().default_model == DEFAULT_EMBEDDED
+    # An embedded entry must name a model that ships embedded.
+    with pytest.raises(ValueError, match="embedded models"):
+        ModelSpec(name="my-model", source="embedded")

@@ -73,7 +73,9 @@ def test_single_and_multi_token_answers(tok) -> None:  # type: ignore[no-untyped
     # A word the tiny BPE never saw splits into pieces: the first is used, and we say so.
     b = resolve_answer(tok, " xylophonequartz")
     assert b.n_tokens > 1 and b.multi_token
-    assert b.note is not None and "first token" in b.note and repr(b.token_text) in b.note
+    assert b.note is not None and "first-token" in b.note and repr(b.token_text) in b.note
+    assert "whole-answer" in b.note and b.token_ids == tok(" xylophonequartz",
+                                                            add_special_tokens=False)["input_ids"]
     c = resolve_answer(tok, "renin")
     assert c.note is not None and "leading space" in c.note
 
