@@ -12,15 +12,14 @@ from analysis.answers import AnswerToken, resolve_answer, resolve_contrast
 from analysis.attribution import (
     Attribution,
     CircuitResult,
+    CircuitSettings,
     InterventionResult,
     NeuronDescription,
     NeuronEdit,
-    RunParams,
     TokenProb,
     cache_key,
     describe_neuron,
     intervene,
-    make_params,
     run_circuit,
 )
 from analysis.errors import InputError, LimitExceeded
@@ -44,17 +43,7 @@ class CircuitRequest(BaseModel):
     prompt: PromptSpec
     answer_a: str
     answer_b: str | None = None
-    method: str = "relp"
-    tau: float = 0.15
-    mode: str = "tau"
-    mass: float = 0.8
-    per_layer_top_k: int = 300
-    max_nodes: int | None = 200
-    edges: bool = True
-    edge_normalization: str = "none"
-    edge_threshold: float = 0.0
-    ablation: str | None = "zero"
-    ig_steps: int = 32
+    settings: CircuitSettings = Field(default_factory=CircuitSettings)
 
 
 class PreparedCircuit(BaseModel):
@@ -63,28 +52,22 @@ class PreparedCircuit(BaseModel):
     formatted: FormattedPrompt
     answer_a: AnswerToken
     answer_b: AnswerToken | None
-    params: RunParams
+    params: CircuitSettings = Field(description="The request's settings, normalized.")
     key: str
 
 
 def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits) -> PreparedCircuit:
     """Validate and resolve a request without running the model (cheap; gives the key)."""
-    if req.max_nodes is not None and req.max_nodes > limits.max_nodes:
-        raise LimitExceeded(f"max_nodes={req.max_nodes} is over the limit "
+    s = req.settings
+    if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
+        raise LimitExceeded(f"max_nodes={s.max_nodes} is over the limit "
                             f"(max_nodes={limits.max_nodes})", field="max_nodes")
-    if req.method == "integrated_gradients" and req.ig_steps > limits.max_ig_steps:
-        raise LimitExceeded(f"ig_steps={req.ig_steps} is over the limit "
+    if s.method == "integrated_gradients" and s.ig_steps > limits.max_ig_steps:
+        raise LimitExceeded(f"ig_steps={s.ig_steps} is over the limit "
                             f"(max_ig_steps={limits.max_ig_steps})", field="ig_steps")
-    if not 0 < req.tau <= 1:
-        raise InputError(f"tau must be in (0, 1], got {req.tau}", field="tau")
     formatted = format_prompt(lm.tokenizer, req.prompt, limits.max_prompt_tokens)
     a, b = resolve_contrast(lm.tokenizer, req.answer_a, req.answer_b)
-    params = make_params(
-        method=req.method, ig_steps=req.ig_steps, tau=req.tau, per_layer_top_k=req.per_layer_top_k,
-        mode=req.mode, mass=req.mass, max_nodes=req.max_nodes, edges=req.edges,
-        edge_normalization=req.edge_normalization, edge_threshold=req.edge_threshold,
-        ablation=req.ablation,
-    )
+    params = s.normalized()
     key = cache_key(lm.name, lm.revision, formatted.input_ids, a.token_id,
                     b.token_id if b else None, params)
     return PreparedCircuit(formatted=formatted, answer_a=a, answer_b=b, params=params, key=key)
@@ -103,18 +86,10 @@ def analyze(
     prep = prepared or prepare(lm, req, limits)
     result = run_circuit(
         lm.model, lm.tokenizer, prep.formatted.input_ids, prep.answer_a.token_id,
-        prep.answer_b.token_id if prep.answer_b else None,
-        method=req.method, ig_steps=req.ig_steps, tau=req.tau, per_layer_top_k=req.per_layer_top_k,
-        mode=req.mode, mass=req.mass, max_nodes=req.max_nodes, edges=req.edges,
-        edge_normalization=req.edge_normalization, edge_threshold=req.edge_threshold,
-        ablation=req.ablation, model_name=lm.name, model_revision=lm.revision,
-        prompt=prep.formatted.text, labels=labels, on_attribution=on_attribution,
+        prep.answer_b.token_id if prep.answer_b else None, req.settings,
+        model_name=lm.name, model_revision=lm.revision, prompt=prep.formatted.text,
+        labels=labels, on_attribution=on_attribution,
     )
-    # The key was hashed from prep.params; a drift between make_params and run_circuit's
-    # own defaults would silently serve wrong cached runs, so refuse it loudly.
-    if result.params != prep.params:
-        raise RuntimeError(f"run parameters {result.params} differ from the cache key's "
-                           f"{prep.params}")
     result.cache_key = prep.key
     add_predictions(lm, result, prep)
     return result

@@ -14,7 +14,7 @@ from analysis.analyze import (
     prepare,
     refilter,
 )
-from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
+from analysis.attribution import CircuitResult, CircuitSettings, InterventionResult, NeuronEdit
 from analysis.attribution.describe import check_model_neuron
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
@@ -33,13 +33,8 @@ def label_model(lm: LoadedModel) -> str:
 
 
 def circuit_request(body: AttributeRequest) -> CircuitRequest:
-    return CircuitRequest(
-        prompt=prompt_spec(body), answer_a=body.answer_a, answer_b=body.answer_b,
-        method=body.method, tau=body.tau, mode=body.mode, mass=body.mass,
-        per_layer_top_k=body.per_layer_top_k, max_nodes=body.max_nodes, edges=body.edges,
-        edge_normalization=body.edge_normalization, edge_threshold=body.edge_threshold,
-        ablation=body.ablation, ig_steps=body.ig_steps,
-    )
+    return CircuitRequest(prompt=prompt_spec(body), answer_a=body.answer_a,
+                          answer_b=body.answer_b, settings=CircuitSettings.of(body))
 
 
 def run_payload(run: Run, cached: bool) -> dict[str, Any]:
@@ -63,7 +58,7 @@ def compute_or_reuse(lm: LoadedModel, req: CircuitRequest, use_cache: bool,
     run = Run(
         kind="attribution", model=lm.name, model_revision=lm.revision,
         prompt=req.prompt.prompt, answer_a=req.answer_a, answer_b=req.answer_b,
-        method=req.method,
+        method=req.settings.method,
         # The prompt settings ride along so a permalink can refill the Analyze form.
         params={**result.params.model_dump(mode="json"),
                 "prompt_spec": req.prompt.model_dump(mode="json")},

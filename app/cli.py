@@ -216,6 +216,7 @@ def analyze(
     """Contrastive neuron attribution of one prompt (the seeds' analyze.py)."""
     from analysis.analyze import CircuitRequest
     from analysis.analyze import analyze as run_analyze
+    from analysis.attribution import CircuitSettings
     from analysis.prompts import PromptSpec
 
     if (contrastive is None) == (target is None):
@@ -226,10 +227,11 @@ def analyze(
         req = CircuitRequest(
             prompt=PromptSpec(prompt=prompt, chat_template=chat_template,
                               system_prompt=system_prompt, answer_prefix=answer_prefix),
-            answer_a=answer_a or "", answer_b=answer_b, method=method, tau=tau,
-            mode="cumulative" if mass is not None else "tau", mass=mass or 0.8,
-            max_nodes=max_nodes, edges=not no_edges, edge_threshold=edge_threshold,
-            ig_steps=ig_steps,
+            answer_a=answer_a or "", answer_b=answer_b,
+            settings=CircuitSettings.checked(
+                method=method, tau=tau, mode="cumulative" if mass is not None else "tau",
+                mass=mass or 0.8, max_nodes=max_nodes, edges=not no_edges,
+                edge_threshold=edge_threshold, ig_steps=ig_steps),
         )
         result = run_analyze(lm, req, settings.circuit_limits)
     except CircuitlabError as exc:

@@ -13,6 +13,7 @@ from typing import Any
 
 from analysis.analyze import CircuitRequest
 from analysis.attribution import CircuitResult
+from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import (
     CompareRequest,
     ComparisonResult,
@@ -36,11 +37,9 @@ CIRCUITS = {"base_circuit", "tuned_circuit"}
 def compare_request(body: CompareBody) -> CompareRequest:
     spec = PromptSpec(prompt=body.prompt, chat_template=body.chat_template,
                       system_prompt=body.system_prompt, answer_prefix=body.answer_prefix)
-    circuit = CircuitRequest(
-        prompt=spec, answer_a=body.answer_a, answer_b=body.answer_b or None,
-        method=body.method, tau=body.tau, mode=body.mode, mass=body.mass,
-        max_nodes=body.max_nodes, edges=body.edges, edge_threshold=body.edge_threshold,
-    )
+    circuit = CircuitRequest(prompt=spec, answer_a=body.answer_a,
+                             answer_b=body.answer_b or None,
+                             settings=CircuitSettings.of(body))
     return CompareRequest(circuit=circuit, prompt_set=body.prompt_set,
                           thresholds=body.thresholds)
 
@@ -49,7 +48,7 @@ def _circuit_run(circuit: CircuitResult, req: CircuitRequest, kind: str) -> Run:
     return Run(
         kind="attribution", model=circuit.model_name or "", prompt=req.prompt.prompt,
         model_revision=circuit.model_revision or "", answer_a=req.answer_a,
-        answer_b=req.answer_b, method=req.method,
+        answer_b=req.answer_b, method=req.settings.method,
         params={**circuit.params.model_dump(mode="json"),
                 "prompt_spec": req.prompt.model_dump(mode="json"), "compared_as": kind},
         metric=circuit.m, influence_sum=circuit.influence_sum,

@@ -3,10 +3,11 @@ context that both the Analyze page and a run's permalink fill it from."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from analysis.attribution import CircuitSettings
 from analysis.compare import CompareThresholds
 from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
 from analysis.errors import InputError
@@ -16,16 +17,25 @@ from app.schemas import CompareBody, PredictRequest
 from app.settings import Settings
 
 # What the form shows before anything is typed; the Analyze page and a permalink both
-# fill the same template from a dict like this one.
+# fill the same template from a dict like this one. The circuit settings' defaults come
+# from CircuitSettings itself.
 FORM_DEFAULTS: dict[str, Any] = {
     "prompt": "", "chat_template": False, "system_prompt": "", "answer_prefix": "",
-    "answer_a": "", "answer_b": "", "top_k": 10, "method": "relp", "tau": 0.15,
-    "mode": "tau", "mass": 0.8, "max_nodes": 200, "edge_threshold": 0.0,
+    "answer_a": "", "answer_b": "", "top_k": 10, **CircuitSettings().model_dump(),
 }
 
 
-class AnalyzeForm(PredictRequest):
-    """The Analyze form: the predict fields, with answers as two inputs."""
+def settings_form_values(settings: CircuitSettings) -> dict[str, Any]:
+    """A stored run's settings as form values (a form has no 'unlimited' max_nodes)."""
+    values = settings.model_dump()
+    values["max_nodes"] = values["max_nodes"] or FORM_DEFAULTS["max_nodes"]
+    return values
+
+
+class AnalyzeForm(PredictRequest, CircuitSettings):
+    """The Analyze form: the predict fields, with answers as two inputs, and the circuit
+    settings (inherited; the page shows widgets for some, the rest keep their defaults).
+    """
 
     # A blank textarea arrives as "", which form parsing treats as missing: default it so
     # the user gets the analysis layer's "the prompt is empty" rather than "field required".
@@ -36,12 +46,6 @@ class AnalyzeForm(PredictRequest):
     answers: list[str] = Field(default_factory=list)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
-    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
-    tau: float = Field(0.15, gt=0, le=1)
-    mode: Literal["tau", "cumulative"] = "tau"
-    mass: float = Field(0.8, gt=0, le=1)
-    max_nodes: int = Field(200, ge=1)
-    edge_threshold: float = Field(0.0, ge=0)
 
 
 def page_context(manager: ModelManager, settings: Settings,
@@ -64,8 +68,9 @@ PROMPT_SET_HELP = ("one prompt per line: kind | prompt | expected answer | wrong
 MAX_PROMPT_SET_CHARS = 60_000
 
 
-class CompareForm(BaseModel):
-    """The Compare form's fields; thresholds flat, the prompt set as text lines."""
+class CompareForm(CircuitSettings):
+    """The Compare form's fields; circuit settings and thresholds flat, the prompt set as
+    text lines."""
 
     base: str = Field("", max_length=64)
     variant: str = Field("", max_length=64)
@@ -75,10 +80,6 @@ class CompareForm(BaseModel):
     answer_prefix: str = Field("", max_length=200)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
-    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
-    tau: float = Field(0.15, gt=0, le=1)
-    max_nodes: int = Field(200, ge=1)
-    edge_threshold: float = Field(0.0, ge=0)
     large: float = Field(0.1, gt=0, le=1)
     persistent: float = Field(0.25, gt=0, lt=1)
     removed: float = Field(0.5, gt=0, le=1)
@@ -100,8 +101,7 @@ class CompareForm(BaseModel):
                 base=self.base, variant=self.variant, prompt=self.prompt,
                 chat_template=self.chat_template, system_prompt=self.system_prompt,
                 answer_prefix=self.answer_prefix, answer_a=self.answer_a,
-                answer_b=self.answer_b or None, method=self.method, tau=self.tau,
-                max_nodes=self.max_nodes, edge_threshold=self.edge_threshold,
+                answer_b=self.answer_b or None, **CircuitSettings.of(self).model_dump(),
                 thresholds=CompareThresholds(large=self.large, persistent=self.persistent,
                                              removed=self.removed,
                                              min_delta_m=self.min_delta_m),

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
 from analysis.analyze import CircuitRequest
+from analysis.attribution import CircuitSettings
 from analysis.errors import InputError
 from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
@@ -61,11 +62,8 @@ async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
     if not form.answer_a.strip():
         raise InputError("a circuit needs answer A (the answer the metric pushes towards)",
                          field="answer_a")
-    req = CircuitRequest(
-        prompt=prompt_spec(form), answer_a=form.answer_a, answer_b=form.answer_b or None,
-        method=form.method, tau=form.tau, mode=form.mode, mass=form.mass,
-        max_nodes=form.max_nodes, edge_threshold=form.edge_threshold,
-    )
+    req = CircuitRequest(prompt=prompt_spec(form), answer_a=form.answer_a,
+                         answer_b=form.answer_b or None, settings=CircuitSettings.of(form))
     run, _cached = await manager.run(
         form.model or settings.default_model,
         lambda lm: compute_or_reuse(lm, req, True, settings, runs, labels),

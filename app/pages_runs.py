@@ -16,7 +16,7 @@ from analysis.models import LoadedModel
 from app.api_circuits import stored_run
 from app.db import LabelStore, Run
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.forms import page_context
+from app.forms import page_context, settings_form_values
 from app.model_manager import ModelManager
 from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
 
@@ -68,9 +68,7 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
     form = {"prompt": run.prompt, "chat_template": spec.get("chat_template", False),
             "system_prompt": spec.get("system_prompt") or "",
             "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
-            "answer_b": run.answer_b or "", "method": p.method, "tau": p.tau, "mode": p.mode,
-            "mass": p.mass, "max_nodes": p.max_nodes or 200,
-            "edge_threshold": p.edge_threshold, "model": run.model}
+            "answer_b": run.answer_b or "", **settings_form_values(p), "model": run.model}
     page = page_context(manager, request.app.state.settings, form)
     return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})
 

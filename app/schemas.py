@@ -7,10 +7,9 @@ operator's settings in analysis/.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.attribution.settings import CircuitSettings
 from analysis.compare import CompareThresholds
 from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
 from analysis.models import NAME_PATTERN
@@ -49,21 +48,13 @@ class ScreenRequest(BaseModel):
     answer_prefix: str = Field("", max_length=200)
 
 
-class AttributeRequest(PromptFields):
+class AttributeRequest(PromptFields, CircuitSettings):
+    """The prompt, the answers and - flat, inherited from CircuitSettings - the circuit's
+    settings."""
+
     answer_a: str = Field(max_length=200, description="Answer A (metric pushes towards it).")
     answer_b: str | None = Field(None, max_length=200,
                                  description="Answer B; omit for logit(A) alone.")
-    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
-    tau: float = Field(0.15, gt=0, le=1, description="Keep |influence| >= tau * |m|.")
-    mode: Literal["tau", "cumulative"] = "tau"
-    mass: float = Field(0.8, gt=0, le=1, description="Cumulative mode: fraction kept.")
-    per_layer_top_k: int = Field(300, ge=1, le=100_000)
-    max_nodes: int | None = Field(200, ge=1)
-    edges: bool = True
-    edge_normalization: Literal["none", "flow"] = "none"
-    edge_threshold: float = Field(0.0, ge=0)
-    ablation: Literal["zero", "mean"] | None = "zero"
-    ig_steps: int = Field(32, ge=1)
     use_cache: bool = Field(True, description="Return a stored identical run if there is one.")
 
 
@@ -91,8 +82,9 @@ class LabelRequest(BaseModel):
     label: str = Field(max_length=200, description="Empty deletes the label.")
 
 
-class CompareBody(BaseModel):
-    """Compare a fine-tuned variant with its base on one prompt (plus a prompt set)."""
+class CompareBody(CircuitSettings):
+    """Compare a fine-tuned variant with its base on one prompt (plus a prompt set); the
+    circuit settings are inherited, flat."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,13 +98,6 @@ class CompareBody(BaseModel):
     answer_a: str = Field(min_length=1, max_length=200,
                           description="The right answer (m pushes towards it).")
     answer_b: str | None = Field(None, max_length=200, description="The wrong answer.")
-    method: Literal["relp", "grad_x_act", "integrated_gradients"] = "relp"
-    tau: float = Field(0.15, gt=0, le=1)
-    mode: Literal["tau", "cumulative"] = "tau"
-    mass: float = Field(0.8, gt=0, le=1)
-    max_nodes: int = Field(200, ge=1)
-    edges: bool = True
-    edge_threshold: float = Field(0.0, ge=0)
     thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
     prompt_set: list[PromptSetItem] = Field(default_factory=list, max_length=MAX_PROMPT_SET,
                                             description="Generalization / side-effect "

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_attribution import bare_fwd_bwd, load_embedded, median_times  # noqa: E402
 
-from analysis.attribution import attribute, run_circuit  # noqa: E402
+from analysis.attribution import CircuitSettings, attribute, run_circuit  # noqa: E402
 from analysis.embedded import EMBEDDED  # noqa: E402
 
 PHASES = ("attribution_s", "prune_s", "edges_s", "faithfulness_s", "total_s")
@@ -47,7 +47,8 @@ def bench_model(name: str, device: str, reps: int, nodes: int) -> None:
     runs: dict[str, list[Any]] = {k: [] for k in settings}
 
     def circuit(label: str) -> Any:
-        result = run_circuit(model, None, ids, a, b, method="relp", **settings[label])
+        result = run_circuit(model, None, ids, a, b,
+                             CircuitSettings(method="relp", **settings[label]))
         runs[label].append(result)
         return result
 

@@ -32,14 +32,15 @@ naming the field)::
     describe_neuron(model, tokenizer, layer, neuron, input_ids=None, *, top_k=10)
         -> NeuronDescription (logit-lens promoted/suppressed tokens, activations)
 
-    run_circuit(model, tokenizer, input_ids, target_a, target_b=None, *, method, tau,
-                ..., model_name=None, model_revision=None, prompt=None, labels=None)
+    CircuitSettings(method=..., tau=..., ...)   every setting of a circuit, declared once
+    run_circuit(model, tokenizer, input_ids, target_a, target_b=None, settings=None, *,
+                model_name=None, model_revision=None, prompt=None, labels=None)
         -> CircuitResult   (attribution + prune + edges + faithfulness, timed)
     CircuitResult.save(path) / CircuitResult.load(path) / .summary() /
         .to_circuit_tracer()  (circuit-tracer / Neuronpedia graph JSON)
     render_summary(result) -> str
-    make_params(...) -> RunParams;  cache_key(model_name, revision, input_ids,
-        target_a, target_b, params) -> str   (computable before running)
+    cache_key(model_name, revision, input_ids, target_a, target_b, settings) -> str
+        (computable before running; settings are normalized first)
 
 Hooks modify the model's modules while a call runs: do not run another forward on the
 same model object concurrently.
@@ -72,20 +73,20 @@ from analysis.attribution.results import (
     Faithfulness,
     NeuronTotal,
     Node,
-    RunParams,
     Timing,
     TokenInfo,
     TokenProb,
     TokenScore,
     cache_key,
-    make_params,
 )
+from analysis.attribution.settings import CircuitSettings
 
 __all__ = [
     "METHODS",
     "ArchAdapter",
     "Attribution",
     "CircuitResult",
+    "CircuitSettings",
     "Completeness",
     "Edge",
     "EdgeMatrix",
@@ -95,7 +96,6 @@ __all__ = [
     "NeuronEdit",
     "NeuronTotal",
     "Node",
-    "RunParams",
     "Timing",
     "TokenInfo",
     "TokenProb",
@@ -110,7 +110,6 @@ __all__ = [
     "get_adapter",
     "intervene",
     "logit_lens",
-    "make_params",
     "neuron_totals",
     "prune",
     "register_adapter",

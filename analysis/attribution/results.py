@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field
+from pydantic import BaseModel, Field, PrivateAttr, computed_field
+
+from analysis.attribution.settings import CircuitSettings
 
 SCHEMA_VERSION = 1
 METRIC_NODE_ID = "metric"
@@ -143,28 +145,6 @@ class Timing(BaseModel):
     total_s: float = 0.0
 
 
-class RunParams(BaseModel):
-    """Everything besides model and prompt that determines a run's numbers.
-
-    Build it with `make_params` so that equivalent requests get equal params (and
-    therefore the same `cache_key`) before anything is computed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: str = "relp"
-    ig_steps: int | None = None
-    ig_baseline: str | None = None
-    tau: float = 0.15
-    per_layer_top_k: int = 300
-    mode: Literal["tau", "cumulative"] = "tau"
-    mass: float = 0.8
-    max_nodes: int | None = 200
-    edges: bool = True
-    edge_normalization: Literal["none", "flow"] = "none"
-    edge_threshold: float = 0.0
-    ablation: Literal["zero", "mean"] | None = "zero"
-
-
 class CircuitResult(BaseModel):
     """One analysed prompt: metric, kept nodes, edges, faithfulness and timing."""
 
@@ -186,7 +166,7 @@ class CircuitResult(BaseModel):
     rank_a: int | None = Field(None, description="1-based rank of A's token.")
     rank_b: int | None = None
     top: list[TokenProb] = Field(default_factory=list, description="Top next tokens.")
-    params: RunParams
+    params: CircuitSettings = Field(description="The settings, normalized.")
     completeness: Completeness
     nodes: list[Node]
     neurons: list[NeuronTotal] = Field(
@@ -231,50 +211,18 @@ class CircuitResult(BaseModel):
         return to_circuit_tracer(self, slug=slug)
 
 
-def make_params(
-    *,
-    method: str = "relp",
-    ig_steps: int = 32,
-    ig_baseline: str = "auto",
-    tau: float = 0.15,
-    per_layer_top_k: int = 300,
-    mode: str = "tau",
-    mass: float = 0.8,
-    max_nodes: int | None = 200,
-    edges: bool = True,
-    edge_normalization: str = "none",
-    edge_threshold: float = 0.0,
-    ablation: str | None = "zero",
-) -> RunParams:
-    """Normalised parameters: fields that do not affect the result are blanked."""
-    is_ig = method == "integrated_gradients"
-    return RunParams(
-        method=method,
-        ig_steps=ig_steps if is_ig else None,
-        ig_baseline=ig_baseline if is_ig else None,
-        tau=tau if mode == "tau" else 0.15,
-        per_layer_top_k=per_layer_top_k,
-        mode=mode,  # type: ignore[arg-type]
-        mass=mass if mode == "cumulative" else 0.8,
-        max_nodes=max_nodes,
-        edges=edges,
-        edge_normalization=edge_normalization if edges else "none",  # type: ignore[arg-type]
-        edge_threshold=edge_threshold if edges else 0.0,
-        ablation=ablation,  # type: ignore[arg-type]
-    )
-
-
 def cache_key(
     model_name: str,
     model_revision: str | None,
     input_ids: list[int],
     target_a: int,
     target_b: int | None,
-    params: RunParams | dict[str, Any],
+    params: CircuitSettings | dict[str, Any],
 ) -> str:
-    """Stable id of a run: same model weights, token ids, answers and parameters."""
-    if isinstance(params, RunParams):
-        params = params.model_dump(mode="json")
+    """Stable id of a run: same model weights, token ids, answers and (normalized)
+    settings."""
+    if isinstance(params, CircuitSettings):
+        params = params.normalized().model_dump(mode="json")
     payload = {
         "schema": SCHEMA_VERSION,
         "model": model_name,

@@ -17,6 +17,7 @@ import pytest
 
 from analysis.attribution import (
     CircuitResult,
+    CircuitSettings,
     NeuronEdit,
     attribute,
     describe_neuron,
@@ -61,8 +62,7 @@ def circuit(gemma: Any, seed: dict[str, Any]) -> CircuitResult:
         seed["ids"],
         seed["a"],
         seed["b"],
-        method="relp",
-        tau=0.15,
+        CircuitSettings(method="relp", tau=0.15),
         model_name=gemma.name,
         model_revision=gemma.revision,
         prompt=PROMPT,

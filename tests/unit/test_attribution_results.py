@@ -8,8 +8,8 @@ import pytest
 
 from analysis.attribution import (
     CircuitResult,
+    CircuitSettings,
     cache_key,
-    make_params,
     render_summary,
     run_circuit,
     to_circuit_tracer,
@@ -33,8 +33,7 @@ def result() -> CircuitResult:
         random_ids(8),
         A,
         B,
-        tau=0.02,
-        max_nodes=30,
+        CircuitSettings(tau=0.02, max_nodes=30),
         model_name="tiny-llama",
         model_revision="abc123",
         prompt="some prompt",
@@ -52,7 +51,7 @@ def test_run_circuit_fills_everything(result: CircuitResult) -> None:
     assert all(n.direct_effect is not None for n in result.nodes)
     assert result.timing.total_s >= result.timing.attribution_s > 0
     assert result.cache_key == cache_key(
-        "tiny-llama", "abc123", result.input_ids, A, B, make_params(tau=0.02, max_nodes=30)
+        "tiny-llama", "abc123", result.input_ids, A, B, CircuitSettings(tau=0.02, max_nodes=30)
     )
     assert result.influence_sum == pytest.approx(sum(n.influence for n in result.nodes))
     labelled = [n for n in result.nodes if n.name == "L2/N5"]
@@ -69,16 +68,21 @@ def test_save_and_load_round_trip(result: CircuitResult, tmp_path: Path) -> None
 
 
 def test_cache_key_is_stable_and_sensitive() -> None:
-    params = make_params(method="relp", ig_steps=99)
+    params = CircuitSettings(method="relp", ig_steps=99)  # ig_steps: not relp's business
     base = cache_key("m", "r", [1, 2, 3], 5, 6, params)
-    assert base == cache_key("m", "r", [1, 2, 3], 5, 6, make_params(method="relp"))
+    assert base == cache_key("m", "r", [1, 2, 3], 5, 6, CircuitSettings(method="relp"))
+    # Settings the pruning mode or the edges flag ignore do not split the cache either.
+    assert base == cache_key("m", "r", [1, 2, 3], 5, 6, CircuitSettings(mass=0.5))
+    no_edges = CircuitSettings(edges=False)
+    assert cache_key("m", "r", [1], 5, 6, no_edges) == cache_key(
+        "m", "r", [1], 5, 6, CircuitSettings(edges=False, edge_threshold=0.3))
     assert base != cache_key("m", "r2", [1, 2, 3], 5, 6, params)
     assert base != cache_key("m", "r", [1, 2, 4], 5, 6, params)
     assert base != cache_key("m", "r", [1, 2, 3], 5, None, params)
-    assert base != cache_key("m", "r", [1, 2, 3], 5, 6, make_params(tau=0.2))
-    ig = make_params(method="integrated_gradients", ig_steps=8)
+    assert base != cache_key("m", "r", [1, 2, 3], 5, 6, CircuitSettings(tau=0.2))
+    ig = CircuitSettings(method="integrated_gradients", ig_steps=8)
     assert cache_key("m", "r", [1], 5, 6, ig) != cache_key(
-        "m", "r", [1], 5, 6, make_params(method="integrated_gradients", ig_steps=16)
+        "m", "r", [1], 5, 6, CircuitSettings(method="integrated_gradients", ig_steps=16)
     )
 
 

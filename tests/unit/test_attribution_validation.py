@@ -10,13 +10,13 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from analysis.attribution import (
+    CircuitSettings,
     NeuronEdit,
     attribute,
     describe_neuron,
     get_adapter,
     intervene,
     prune,
-    run_circuit,
 )
 from analysis.errors import InputError
 from tests.unit.tiny_models import VOCAB, build, random_ids
@@ -77,10 +77,13 @@ def field_of(call: Callable[[], Any]) -> str | None:
         ),
         (lambda: intervene(MODEL, None, IDS, []), "edits"),
         (lambda: intervene(MODEL, None, IDS, [NeuronEdit(layer=0, neuron=0)], A, A), "target_b"),
-        (lambda: run_circuit(MODEL, None, IDS, A, B, tau=2.0), "tau"),
-        (lambda: run_circuit(MODEL, None, IDS, A, B, method="lrp"), "method"),
-        (lambda: run_circuit(MODEL, None, IDS, A, B, ablation="noise"), "ablation"),
-        (lambda: run_circuit(MODEL, None, IDS, A, B, edge_normalization="x"), "edge_normalization"),
+        # Settings are validated once, where they are built (CircuitSettings.checked is
+        # what the CLI and notebooks use; requests and forms validate the same fields).
+        (lambda: CircuitSettings.checked(tau=2.0), "tau"),
+        (lambda: CircuitSettings.checked(method="lrp"), "method"),
+        (lambda: CircuitSettings.checked(ablation="noise"), "ablation"),
+        (lambda: CircuitSettings.checked(edge_normalization="x"), "edge_normalization"),
+        (lambda: CircuitSettings.checked(max_nodes=0), "max_nodes"),
     ],
 )
 def test_bad_input_names_the_field(call: Callable[[], Any], field: str) -> None:

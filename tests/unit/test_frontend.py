@@ -12,6 +12,7 @@ import pytest
 from analysis.attribution.describe import NeuronDescription
 from analysis.attribution.results import (
     CircuitResult,
+    CircuitSettings,
     Completeness,
     Edge,
     Faithfulness,
@@ -20,7 +21,6 @@ from analysis.attribution.results import (
     TokenInfo,
     TokenProb,
     TokenScore,
-    make_params,
 )
 from frontend.graph import column_layout, graph_figure, node_positions, show_token
 from frontend.views import (
@@ -62,7 +62,7 @@ def result() -> CircuitResult:
         top=[TokenProb(id=11, token=" renin", logit=2.5, prob=0.12),
              TokenProb(id=12, token=" the", logit=2.4, prob=0.11),
              TokenProb(id=10, token=" aldosterone", logit=1.0, prob=0.04)],
-        params=make_params(tau=0.1),
+        params=CircuitSettings(tau=0.1),
         completeness=Completeness(m=-1.5, influence_sum=-0.8, target=-1.5, ratio=0.53,
                                   layer_sums=[0.0, 0.0, 0.0]),
         nodes=nodes, neurons=neurons, edges=edges,

@@ -1,0 +1,79 @@
+"""The settings of a circuit, declared once.
+
+Everything besides the model, the prompt and the answers that determines a circuit's
+numbers. Requests, forms, stored runs and CLI commands all carry this one class - nested
+(``CircuitRequest.settings``) or inherited (the JSON API's and the HTML forms' flat fields)
+- and ``run_circuit`` takes it whole. Adding a circuit parameter is one field here and, if
+users should set it in a page, its form widget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from analysis.errors import InputError
+
+
+class CircuitSettings(BaseModel):
+    """How to attribute, prune, connect and test one circuit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["relp", "grad_x_act", "integrated_gradients"] = Field(
+        "relp", description="relp (linearised backward), grad_x_act, or "
+                            "integrated_gradients.")
+    ig_steps: int = Field(32, ge=1, description="Integrated gradients: quadrature steps.")
+    ig_baseline: Literal["auto", "zero", "mean"] = Field(
+        "auto", description="Integrated gradients: the activations' baseline.")
+    tau: float = Field(0.15, gt=0, le=1, description="Keep |influence| >= tau * |m|.")
+    per_layer_top_k: int = Field(300, ge=1, le=100_000,
+                                 description="Candidates per layer before the tau cut.")
+    mode: Literal["tau", "cumulative"] = Field("tau", description="Pruning rule.")
+    mass: float = Field(0.8, gt=0, le=1,
+                        description="Cumulative mode: the share of |influence| kept.")
+    max_nodes: int | None = Field(200, ge=1, description="At most this many nodes.")
+    edges: bool = Field(True, description="Compute edges among the kept nodes.")
+    edge_normalization: Literal["none", "flow"] = "none"
+    edge_threshold: float = Field(0.0, ge=0, description="Keep edges with |weight| >= this.")
+    ablation: Literal["zero", "mean"] | None = Field(
+        "zero", description="Faithfulness ablation; none skips it.")
+
+    @field_validator("ig_steps", "ig_baseline", mode="before")
+    @classmethod
+    def _stored_blank(cls, value: Any, info: Any) -> Any:
+        # Runs stored before this class existed blank the IG fields of other methods.
+        return cls.model_fields[info.field_name].default if value is None else value
+
+    def normalized(self) -> CircuitSettings:
+        """Equal settings for requests that compute the same numbers (so they share a
+        cache key): fields the chosen method, mode or edges flag ignores get defaults."""
+        defaults = CircuitSettings()
+        update: dict[str, Any] = {}
+        if self.method != "integrated_gradients":
+            update.update(ig_steps=defaults.ig_steps, ig_baseline=defaults.ig_baseline)
+        if self.mode == "tau":
+            update["mass"] = defaults.mass
+        else:
+            update["tau"] = defaults.tau
+        if not self.edges:
+            update.update(edge_normalization=defaults.edge_normalization,
+                          edge_threshold=defaults.edge_threshold)
+        return self.model_copy(update=update)
+
+    @classmethod
+    def of(cls, source: BaseModel) -> CircuitSettings:
+        """The settings part of a request or form that inherits these fields."""
+        return cls.model_validate(source.model_dump(include=set(cls.model_fields)))
+
+    @classmethod
+    def checked(cls, **values: Any) -> CircuitSettings:
+        """Build from loose values (CLI options, notebooks); a bad value is an InputError
+        naming its field, like every other user mistake."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else None
+            raise InputError(f"{field}: {first['msg']}", field=field) from exc
