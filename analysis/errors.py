@@ -33,3 +33,9 @@ class UnknownModel(CircuitlabError, LookupError):
     """A model name that is not in the registry (users can only pick registered names)."""
 
     status = 404
+
+
+class NotFound(CircuitlabError, LookupError):
+    """A stored record (run, comparison, job) that does not exist."""
+
+    status = 404

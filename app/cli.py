@@ -277,12 +277,12 @@ def compare(
 
     from pydantic import ValidationError
 
-    from app.compare_service import run_comparison
-    from app.db import RunStore, init_db
-    from app.forms import parse_prompt_set
-    from app.model_manager import ModelManager
     from app.schemas import CompareBody
-    from app.variants import VariantStore
+    from app.services.compare import parse_prompt_set, run_comparison
+    from app.services.model_manager import ModelManager
+    from app.store.runs import RunStore
+    from app.store.tables import init_db
+    from app.store.variants import VariantStore
     from frontend.compare import neurons_csv, prompts_csv
 
     settings = _settings()
@@ -310,7 +310,7 @@ def compare(
         first = exc.errors()[0]
         _fail(CircuitlabError(first["msg"], field=".".join(map(str, first["loc"]))))
         return
-    from app.compare_service import load_comparison
+    from app.services.compare import load_comparison
 
     result = load_comparison(run, runs)
     if as_json:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.db import LabelStore, RunStore
-from app.model_manager import ModelManager
+from analysis.errors import CircuitlabError
+from app.jobs.queue import JobQueue
+from app.services.model_manager import ModelManager
 from app.settings import Settings
+from app.store.labels import LabelStore
+from app.store.runs import RunStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,3 +35,30 @@ LabelsDep = Annotated[LabelStore, Depends(get_labels)]
 RunsDep = Annotated[RunStore, Depends(get_runs)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+
+
+class Forbidden(CircuitlabError):
+    status = 403
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+def check_token(request: Request, settings: Settings, form_token: str = "") -> None:
+    """Beyond localhost, changing the queue needs the operator's token."""
+    if not settings.needs_token():
+        return
+    if not settings.api_token:
+        raise Forbidden("this server listens beyond localhost and has no API token set; "
+                        "the operator must set CIRCUITLAB_API_TOKEN to allow jobs",
+                        field="token")
+    header = request.headers.get("authorization", "")
+    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    given = given or form_token
+    if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
+        raise Forbidden("a valid API token is needed to change the job queue",
+                        field="token")

@@ -14,14 +14,26 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from analysis.prompts import PROMPT_FORMATS
-from app import api, api_circuits, pages, pages_compare, pages_jobs, pages_runs, pages_screen
 from app.assets import vendor_files
-from app.db import LabelStore, RunStore, init_db
 from app.errors import install_error_handlers
 from app.jobs.queue import JobQueue
-from app.model_manager import ModelManager
+from app.routes.api import compare as compare_api
+from app.routes.api import jobs as jobs_api
+from app.routes.api import models as models_api
+from app.routes.api import neurons as neurons_api
+from app.routes.api import predict as predict_api
+from app.routes.api import runs as runs_api
+from app.routes.web import analyze as analyze_web
+from app.routes.web import compare as compare_web
+from app.routes.web import jobs as jobs_web
+from app.routes.web import runs as runs_web
+from app.routes.web import screen as screen_web
+from app.services.model_manager import ModelManager
 from app.settings import PROJECT_ROOT, Settings
-from app.variants import VariantStore
+from app.store.labels import LabelStore
+from app.store.runs import RunStore
+from app.store.tables import init_db
+from app.store.variants import VariantStore
 
 log = logging.getLogger("circuitlab")
 
@@ -76,15 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,
                                                                          ensure_ascii=False)
     install_error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(api_circuits.router)
-    app.include_router(pages.router)
-    app.include_router(pages_runs.router)
-    app.include_router(pages_screen.router)
-    app.include_router(pages_compare.router)
-    app.include_router(pages_compare.api)
-    app.include_router(pages_jobs.router)
-    app.include_router(pages_jobs.api)
+    for api in (models_api, predict_api, runs_api, neurons_api, compare_api, jobs_api):
+        app.include_router(api.router)
+    for web in (analyze_web, runs_web, screen_web, compare_web, jobs_web):
+        app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)

@@ -13,6 +13,7 @@ from analysis.attribution.settings import CircuitSettings
 from analysis.compare import CompareThresholds
 from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
 from analysis.models import NAME_PATTERN
+from analysis.prompts import PromptSpec
 from analysis.screening import MAX_PROMPT_CHARS, ScreenItem
 
 MAX_SYSTEM_CHARS = 4000
@@ -102,3 +103,9 @@ class CompareBody(CircuitSettings):
     prompt_set: list[PromptSetItem] = Field(default_factory=list, max_length=MAX_PROMPT_SET,
                                             description="Generalization / side-effect "
                                                         "prompts with expected answers.")
+
+
+def prompt_spec(body: PromptFields) -> PromptSpec:
+    """The analysis layer's prompt model from a request's prompt fields."""
+    return PromptSpec(prompt=body.prompt, chat_template=body.chat_template,
+                      system_prompt=body.system_prompt, answer_prefix=body.answer_prefix)

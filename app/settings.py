@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         return (embedded_specs() if self.include_embedded else []) + list(self.models)
 
     def db_url(self) -> str:
-        from app.db import default_url
+        from app.store.tables import default_url
 
         return self.database_url or default_url(self.data_dir)
 

@@ -1,6 +1,6 @@
 """The durable queue of SFT correction jobs (issue 6).
 
-* :mod:`app.jobs.store`  - job rows: states, atomic claim, progress, cancel, re-queue,
+* :mod:`app.store.jobs`  - job rows: states, atomic claim, progress, cancel, re-queue,
   crash recovery (SQLite and PostgreSQL);
 * :mod:`app.jobs.runner` - the body of one job (train, evaluate, register the variant);
 * :mod:`app.jobs.worker` - the local worker process;
@@ -13,14 +13,7 @@ Importing this package does not import Ray, trl or peft (only a backend or a job
 
 from app.jobs.queue import JobQueue, config_target_key, target_key
 from app.jobs.settings import JobSettings
-from app.jobs.store import (
-    ACTIVE,
-    STATES,
-    TERMINAL,
-    JobNotFound,
-    JobStateError,
-    JobStore,
-)
+from app.store.jobs import ACTIVE, STATES, TERMINAL, JobNotFound, JobStateError, JobStore
 
 __all__ = [
     "ACTIVE",

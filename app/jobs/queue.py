@@ -43,18 +43,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from analysis.correction.config import TrainingConfig, validate_caps
 from analysis.errors import InputError
 from analysis.models import ModelSpec
-from app.db import Job
 from app.jobs.runner import VARIANTS_DIR, log_file, resolve_base, sessions_for
 from app.jobs.settings import JobSettings, WorkerConfig
-from app.jobs.store import (
-    ACTIVE,
-    TERMINAL,
-    JobNotFound,
-    JobStore,
-    MetricRow,
-    pid_alive,
-    this_host,
-)
+from app.store.jobs import ACTIVE, TERMINAL, JobNotFound, JobStore, MetricRow, pid_alive, this_host
+from app.store.tables import Job
 
 if TYPE_CHECKING:
     from app.settings import Settings

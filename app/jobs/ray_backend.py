@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.db import Job
-from app.jobs.store import ACTIVE, CANCELLED, this_host
+from app.store.jobs import ACTIVE, CANCELLED, this_host
+from app.store.tables import Job
 
 if TYPE_CHECKING:
     from app.jobs.queue import JobQueue

@@ -40,8 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError, InputError, UnknownModel
 from analysis.models import NAME_PATTERN, LoadedModel, ModelSpec
-from app.db import Job, Variant, make_engine
-from app.jobs.store import (
+from app.store.jobs import (
     ACTIVE,
     CANCELLED,
     EVALUATING,
@@ -55,6 +54,7 @@ from app.jobs.store import (
     json_safe,
     this_host,
 )
+from app.store.tables import Job, Variant, make_engine
 
 VARIANTS_DIR = "variants"
 TOP_K = 10

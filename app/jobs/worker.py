@@ -26,7 +26,7 @@ from typing import Any
 
 from app.jobs.runner import run_job, sessions_for
 from app.jobs.settings import WorkerConfig
-from app.jobs.store import JobStore
+from app.store.jobs import JobStore
 
 log = logging.getLogger("circuitlab.jobs.worker")
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = (WorkerConfig.model_validate_json(args.config.read_text()) if args.config
            else _from_settings())
     if args.migrate or args.config is None:
-        from app.db import init_db
+        from app.store.tables import init_db
 
         init_db(cfg.db_url)
     return serve(cfg, once=args.once)

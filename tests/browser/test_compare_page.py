@@ -20,8 +20,8 @@ VARIANT = "smollm2-v4"
 @pytest.fixture(scope="module")
 def registered(v4_full_variant: Path, server_data: Path, live_server: str) -> str:
     """The v4 variant registered in the running server's database, as a job would."""
-    from app.db import init_db
-    from app.variants import VariantStore
+    from app.store.tables import init_db
+    from app.store.variants import VariantStore
 
     store = VariantStore(init_db(f"sqlite:///{server_data / 'circuitlab.db'}"), CACHE_DIR)
     store.add(VARIANT, "full", DEFAULT_MODEL, v4_full_variant)

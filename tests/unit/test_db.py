@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from app.db import LabelStore, init_db
+from app.store.labels import LabelStore
+from app.store.tables import init_db
 
 PG_ADMIN_URL = os.environ.get(
     "CIRCUITLAB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

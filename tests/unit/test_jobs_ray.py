@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.jobs import JobQueue, JobSettings
-from app.jobs.store import CANCELLED, INTERRUPTED
+from app.store.jobs import CANCELLED, INTERRUPTED
 from tests.unit.test_jobs_worker import (
     TEXTS,
     Env,

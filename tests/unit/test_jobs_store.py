@@ -17,14 +17,13 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-import app.db
+import app.store.tables
 from analysis.correction.config import CorrectionTarget, TrainingCaps, TrainingConfig
 from analysis.errors import LimitExceeded, UnknownModel
 from analysis.models import ModelSpec
-from app.db import Job, JobMetric, Variant, init_db, make_engine
 from app.jobs import JobQueue, JobSettings, target_key
 from app.jobs.runner import reserve_variant_name
-from app.jobs.store import (
+from app.store.jobs import (
     CANCELLED,
     EVALUATING,
     FAILED,
@@ -37,6 +36,7 @@ from app.jobs.store import (
     JobStore,
     now,
 )
+from app.store.tables import Job, JobMetric, Variant, init_db, make_engine
 from tests.unit.test_db import _pg_url
 
 
@@ -293,7 +293,8 @@ def test_migration_0002_upgrades_an_existing_database(db_url: str) -> None:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(app.db.__file__).parent / "migrations"))
+    migrations = Path(app.store.tables.__file__).parent / "migrations"
+    cfg.set_main_option("script_location", str(migrations))
     cfg.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
     command.upgrade(cfg, "0001")
     engine = make_engine(db_url)

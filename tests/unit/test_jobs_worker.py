@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from analysis.correction.config import CorrectionTarget, EvalItem, TrainingConfig
 from analysis.models import ModelSpec, load_model
-from app.db import Job, Variant, init_db
 from app.jobs import JobQueue, JobSettings
 from app.jobs.settings import WorkerConfig
-from app.jobs.store import CANCELLED, INTERRUPTED, RUNNING, SUCCEEDED
-from app.variants import VariantStore
+from app.store.jobs import CANCELLED, INTERRUPTED, RUNNING, SUCCEEDED
+from app.store.tables import Job, Variant, init_db
+from app.store.variants import VariantStore
 from tests.unit.test_db import _pg_url
 
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"

@@ -9,34 +9,27 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from analysis.screening import MAX_PROMPT_CHARS
-from app.compare_service import load_comparison, run_comparison
-from app.db import Run, RunStore
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.forms import COMPARE_DEFAULTS, PROMPT_SET_HELP, CompareForm, prompt_set_text
-from app.model_manager import ModelManager
-from app.schemas import CompareBody
+from app.routes.web.forms import COMPARE_DEFAULTS, CompareForm
+from app.services.compare import (
+    PROMPT_SET_HELP,
+    load_comparison,
+    prompt_set_text,
+    run_comparison,
+    stored_comparison,
+    variant_rows,
+)
+from app.services.model_manager import ModelManager
 from app.settings import Settings
+from app.store.runs import RunStore
+from app.store.tables import Run
 from frontend.compare import compare_view, neurons_csv, prompts_csv
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["compare"])
 
 
-def variant_rows(manager: ModelManager) -> list[dict[str, Any]]:
-    """Registered models with kind, base and, when loaded, the memory each one adds."""
-    manager.refresh()
-    loaded = {lm.name: lm for lm in manager.loaded()}
-    return [{"name": s.name, "kind": s.kind, "base": s.base, "loaded": s.name in loaded,
-             "memory_mb": round(loaded[s.name].memory_bytes() / 2**20, 1)
-             if s.name in loaded else None, "description": s.description}
-            for s in manager.registry.specs()]
 
 
-def stored_comparison(runs: RunStore, run_id: str) -> Run:
-    run = runs.get(run_id) if len(run_id) <= 32 else None
-    if run is None or run.kind != "comparison":
-        raise HTTPException(404, f"no comparison with id {run_id!r}")
-    return run
 
 
 def _context(manager: ModelManager, settings: Settings, runs: RunStore,
@@ -156,29 +149,9 @@ async def compare_export(run_id: str, what: str, runs: RunsDep, manager: Manager
 # ---------------------------------------------------------------------------------------
 
 
-def _payload(run: Run, runs: RunStore) -> dict[str, Any]:
-    return {"comparison_id": run.id, "created_at": run.created_at.isoformat(),
-            "base_run": run.params.get("base_run"), "tuned_run": run.params.get("tuned_run"),
-            "result": run.result}
 
 
-@api.post("/compare")
-async def compare_api(body: CompareBody, manager: ManagerDep, settings: SettingsDep,
-                      runs: RunsDep) -> dict[str, Any]:
-    """Run base and variant on one prompt (and a prompt set): predictions, per-neuron
-    categories, verdict with reasons, weight changes and layer patching. Both circuits
-    are saved as runs (`base_run`, `tuned_run`)."""
-    run = await run_comparison(body, manager, settings, runs)
-    return _payload(run, runs)
 
 
-@api.get("/compare/{run_id}")
-async def get_comparison(run_id: str, runs: RunsDep) -> dict[str, Any]:
-    return _payload(stored_comparison(runs, run_id), runs)
 
 
-@api.get("/variants")
-async def variants_api(manager: ManagerDep) -> dict[str, Any]:
-    """Every registered model with its kind (base, full, lora), base, and the memory it
-    adds while loaded (a LoRA variant: its adapter matrices only)."""
-    return {"models": variant_rows(manager)}

@@ -3,66 +3,38 @@ job page with live progress, the Experiments table, and the JSON API."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response
 
 from analysis.answers import resolve_answer
 from analysis.correction.config import TrainingConfig, from_seed_yaml, to_seed_yaml
 from analysis.correction.preview import in_context_preview
 from analysis.correction.textcheck import suggest_topic_words
-from analysis.errors import CircuitlabError, InputError
-from app.db import Job
-from app.deps import ManagerDep, RunsDep, SettingsDep
-from app.job_forms import JOB_DEFAULTS, JobForm, flag_summary, form_of, text_findings
-from app.jobs.queue import JobQueue, config_target_key
-from app.jobs.store import ACTIVE, REQUEUEABLE, TERMINAL
+from analysis.errors import InputError
+from app.deps import ManagerDep, QueueDep, RunsDep, SettingsDep, check_token
+from app.jobs.queue import JobQueue
+from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of
+from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
 from app.settings import Settings
+from app.store.jobs import ACTIVE, REQUEUEABLE, TERMINAL
+from app.store.tables import Job
 from frontend.jobs import experiment_rows, job_view, loss_figure
 
 router = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/api/v1", tags=["jobs"])
-MAX_YAML_CHARS = 200_000
 
 
-class Forbidden(CircuitlabError):
-    status = 403
 
 
-def get_queue(request: Request) -> JobQueue:
-    return request.app.state.jobs  # type: ignore[no-any-return]
 
 
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def check_token(request: Request, settings: Settings, form_token: str = "") -> None:
-    """Beyond localhost, changing the queue needs the operator's token."""
-    if not settings.needs_token():
-        return
-    if not settings.api_token:
-        raise Forbidden("this server listens beyond localhost and has no API token set; "
-                        "the operator must set CIRCUITLAB_API_TOKEN to allow jobs",
-                        field="token")
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    given = given or form_token
-    if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
-        raise Forbidden("a valid API token is needed to change the job queue",
-                        field="token")
 
 
-def job_or_404(queue: JobQueue, job_id: str) -> Job:
-    try:
-        return queue.get(job_id) if len(job_id) <= 32 else _missing(job_id)
-    except LookupError:
-        return _missing(job_id)
 
 
-def _missing(job_id: str) -> Job:
-    raise HTTPException(404, f"no job with id {job_id!r}")
 
 
 def _context(request: Request, settings: Settings, queue: JobQueue,
@@ -254,89 +226,19 @@ async def experiments_page(request: Request, queue: QueueDep,
 # ---------------------------------------------------------------------------------------
 
 
-def _job_json(queue: JobQueue, job: Job, with_metrics: bool = False) -> dict[str, Any]:
-    out = {c: getattr(job, c) for c in ("id", "name", "state", "base_model", "config",
-                                        "progress", "evaluation", "error", "variant",
-                                        "attempt", "parent_id", "target_key")}
-    for stamp in ("created_at", "started_at", "finished_at"):
-        value = getattr(job, stamp)
-        out[stamp] = value.isoformat() if value else None
-    if with_metrics:
-        out["metrics"] = [{"step": m.step, "loss": m.loss, "learning_rate": m.learning_rate,
-                           "epoch": m.epoch, "elapsed_s": m.elapsed_s}
-                          for m in queue.metrics(job.id)]
-        out["log_tail"] = queue.log_tail(job.id, 50)
-    return out
 
 
-@api.post("/jobs")
-async def submit_api(cfg: TrainingConfig, request: Request, settings: SettingsDep,
-                     queue: QueueDep) -> JSONResponse:
-    """Queue a correction job (the TrainingConfig schema; the text check is advisory here:
-    its findings come back with the job id)."""
-    check_token(request, settings)
-    if cfg.target is None:
-        raise InputError("a job needs its target (prompt, answer_a, answer_b)", field="target")
-    job_id = queue.submit(cfg)
-    findings = text_findings(cfg)
-    return JSONResponse({"id": job_id, "state": "queued",
-                         "text_check": [f.model_dump() for f in findings if not f.ok]},
-                        status_code=201)
 
 
-@api.get("/jobs")
-async def list_api(queue: QueueDep,
-                   target: Annotated[str | None, Query(max_length=32)] = None,
-                   state: Annotated[str | None, Query(max_length=16)] = None
-                   ) -> dict[str, Any]:
-    jobs = queue.list(target_key=target, states=[state] if state else None)
-    return {"jobs": [_job_json(queue, j) for j in jobs], "queue": queue.status()}
 
 
-@api.get("/jobs/{job_id}")
-async def get_api(job_id: str, queue: QueueDep) -> dict[str, Any]:
-    return _job_json(queue, job_or_404(queue, job_id), with_metrics=True)
 
 
-@api.post("/jobs/{job_id}/cancel")
-async def cancel_api(job_id: str, request: Request, settings: SettingsDep,
-                     queue: QueueDep) -> dict[str, Any]:
-    check_token(request, settings)
-    job_or_404(queue, job_id)
-    return _job_json(queue, queue.cancel(job_id))
 
 
-@api.post("/jobs/{job_id}/requeue")
-async def requeue_api(job_id: str, request: Request, settings: SettingsDep,
-                      queue: QueueDep) -> dict[str, Any]:
-    check_token(request, settings)
-    job_or_404(queue, job_id)
-    return {"id": queue.requeue(job_id), "requeued_from": job_id}
 
 
-@api.delete("/jobs/{job_id}")
-async def delete_api(job_id: str, request: Request, settings: SettingsDep,
-                     queue: QueueDep) -> Response:
-    check_token(request, settings)
-    job_or_404(queue, job_id)
-    queue.delete(job_id)
-    return Response(status_code=204)
 
 
-@api.post("/jobs/check")
-async def check_api(cfg: TrainingConfig) -> dict[str, Any]:
-    """The text check alone: which texts mention the wrong answer or the topic."""
-    if cfg.target is None:
-        raise InputError("the check needs the target's answers", field="target")
-    findings = text_findings(cfg)
-    return {"findings": [dict(f.model_dump(), ok=f.ok) for f in findings],
-            "summary": flag_summary(findings), "target_key": config_target_key(cfg)}
 
 
-@api.post("/jobs/import-yaml")
-async def import_api(request: Request) -> dict[str, Any]:
-    """The seeds' YAML config (request body, text) as a TrainingConfig."""
-    body = (await request.body())[:MAX_YAML_CHARS + 1]
-    if len(body) > MAX_YAML_CHARS:
-        raise InputError(f"the YAML is over {MAX_YAML_CHARS} characters", field="yaml")
-    return from_seed_yaml(body.decode("utf-8", errors="replace")).model_dump(mode="json")

@@ -1,10 +1,10 @@
-"""Alembic environment: migrations run programmatically from app.db.init_db."""
+"""Alembic environment: migrations run programmatically from app.store.tables.init_db."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from app.db import Base, make_engine
+from app.store.tables import Base, make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import InputError
 from analysis.models import ModelSpec
-from app.db import Variant
+from app.store.tables import Variant
 
 
 class VariantStore:

@@ -2,7 +2,7 @@
 
 SQLite by default (a file under the data directory), PostgreSQL by URL
 (``CIRCUITLAB_DATABASE_URL=postgresql+psycopg://...``). The schema is owned by Alembic
-migrations in app/migrations; ``init_db`` upgrades a database to the newest revision.
+migrations in app/store/migrations; ``init_db`` upgrades a database to the newest revision.
 
 * a **run** is one analysis (variant, prompt, contrast, method, parameters) and its stored
   result; ``cache_key`` makes a repeated analysis a lookup instead of a recomputation;
@@ -16,7 +16,6 @@ migrations in app/migrations; ``init_db`` upgrades a database to the newest revi
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +31,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -167,96 +165,3 @@ def init_db(url: str) -> sessionmaker[Session]:
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
     return sessionmaker(make_engine(url), expire_on_commit=False)
-
-
-class LabelStore:
-    """User-written neuron labels, keyed by (model, layer, neuron)."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-
-    def get(self, model: str, layer: int, neuron: int) -> str | None:
-        with self.sessions() as s:
-            row = s.scalar(select(NeuronLabel).filter_by(model=model, layer=layer,
-                                                         neuron=neuron))
-            return row.label if row else None
-
-    def many(self, model: str, keys: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
-        if not keys:
-            return {}
-        layers = {k[0] for k in keys}
-        with self.sessions() as s:
-            rows = s.scalars(select(NeuronLabel).where(NeuronLabel.model == model,
-                                                       NeuronLabel.layer.in_(layers)))
-            wanted = set(keys)
-            return {(r.layer, r.neuron): r.label for r in rows if (r.layer, r.neuron) in wanted}
-
-    def set(self, model: str, layer: int, neuron: int, label: str) -> None:
-        """Save a label; an empty label deletes it."""
-        with self.sessions.begin() as s:
-            row = s.scalar(select(NeuronLabel).filter_by(model=model, layer=layer,
-                                                         neuron=neuron))
-            if not label.strip():
-                if row:
-                    s.delete(row)
-                return
-            if row:
-                row.label = label.strip()
-            else:
-                s.add(NeuronLabel(model=model, layer=layer, neuron=neuron,
-                                  label=label.strip()))
-
-
-@dataclass
-class RunSummary:
-    id: str
-    created_at: datetime
-    model: str
-    prompt: str
-    answer_a: str | None
-    answer_b: str | None
-    method: str | None
-    metric: float | None
-    influence_sum: float | None
-
-
-class RunStore:
-    """Saved analyses: looked up by id (permalinks) or by cache key (no recomputation)."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-
-    def by_key(self, key: str) -> Run | None:
-        with self.sessions() as s:
-            return s.scalar(select(Run).filter_by(cache_key=key))
-
-    def get(self, run_id: str) -> Run | None:
-        with self.sessions() as s:
-            return s.get(Run, run_id)
-
-    def recent(self, limit: int = 100) -> list[Run]:
-        with self.sessions() as s:
-            return list(s.scalars(select(Run).order_by(Run.created_at.desc()).limit(limit)))
-
-    def listing(self, limit: int = 200, kind: str = "attribution") -> list[RunSummary]:
-        """The Runs page's rows, newest first, without loading each run's result JSON."""
-        cols = (Run.id, Run.created_at, Run.model, Run.prompt, Run.answer_a, Run.answer_b,
-                Run.method, Run.metric, Run.influence_sum)
-        with self.sessions() as s:
-            rows = s.execute(select(*cols).where(Run.kind == kind)
-                             .order_by(Run.created_at.desc()).limit(limit))
-            return [RunSummary(*row) for row in rows]
-
-    def add(self, run: Run) -> Run:
-        """Insert a run; if the same cache key landed meanwhile, return that one."""
-        from sqlalchemy.exc import IntegrityError
-
-        try:
-            with self.sessions.begin() as s:
-                s.add(run)
-            return run
-        except IntegrityError:
-            existing = self.by_key(run.cache_key) if run.cache_key else None
-            if existing is None:
-                raise
-            return existing

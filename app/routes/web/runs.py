@@ -4,7 +4,7 @@ neuron panel (label, description, edges, interventions) and exports."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -13,64 +13,13 @@ from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
 from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.models import LoadedModel
-from app.api_circuits import stored_run
-from app.db import LabelStore, Run
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.forms import page_context, settings_form_values
-from app.model_manager import ModelManager
+from app.routes.web.rendering import render_run
+from app.services.runs import label_owner, load_result, stored_run
+from app.store.tables import Run
 from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
 
 router = APIRouter(include_in_schema=False)
-
-def label_owner(manager: ModelManager, model: str) -> str:
-    """Labels are stored under the base model (see api_circuits.label_model)."""
-    try:
-        spec = manager.registry.get(model)
-    except Exception:  # a run of a model that is no longer registered keeps its name
-        return model
-    return spec.base or spec.name
-
-
-def load_result(run: Run, manager: ModelManager, labels: LabelStore) -> CircuitResult:
-    """A stored run with today's labels: a label saved after the run shows on it too."""
-    result = CircuitResult.model_validate(run.result)
-    names = labels.many(label_owner(manager, run.model),
-                        [(n.layer, n.neuron) for n in result.nodes])
-    for node in result.nodes:
-        node.label = names.get((node.layer, node.neuron))
-    for total in result.neurons:
-        total.label = names.get((total.layer, total.neuron))
-    return result
-
-
-def tau_floor(result: CircuitResult) -> float:
-    """The smallest tau that still shows every stored node (the slider's lower end)."""
-    if not result.nodes or abs(result.m) < 1e-12:
-        return result.params.tau
-    lowest = min(abs(n.influence) for n in result.nodes) / abs(result.m)
-    return max(0.001, min(1.0, int(lowest * 1000) / 1000))
-
-
-def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
-               fragment: bool) -> HTMLResponse:
-    result = load_result(run, manager, labels)
-    floor = tau_floor(result)
-    ctx: dict[str, Any] = {
-        "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
-        "graph": graph_view(result, len(result.nodes), None, 0.0),
-        "tau_floor": floor,
-    }
-    templates = request.app.state.templates
-    if fragment:
-        return templates.TemplateResponse(request, "_run.html", ctx)
-    spec = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
-    p = result.params
-    form = {"prompt": run.prompt, "chat_template": spec.get("chat_template", False),
-            "system_prompt": spec.get("system_prompt") or "",
-            "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
-            "answer_b": run.answer_b or "", **settings_form_values(p), "model": run.model}
-    page = page_context(manager, request.app.state.settings, form)
-    return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})
 
 
 @router.get("/runs", response_class=HTMLResponse)

@@ -32,7 +32,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError
-from app.db import Job, JobMetric
+from app.store.tables import Job, JobMetric
 
 QUEUED, RUNNING, EVALUATING = "queued", "running", "evaluating"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
@@ -333,7 +333,7 @@ class JobStore:
                 raise JobStateError(f"job {job_id} is {state}; cancel it before deleting",
                                     field="job_id")
             # SQLite does not enforce ON DELETE unless asked per connection: do it here.
-            from app.db import Variant
+            from app.store.tables import Variant
 
             s.execute(update(Variant).where(Variant.job_id == job_id).values(job_id=None))
             s.execute(delete(JobMetric).where(JobMetric.job_id == job_id))

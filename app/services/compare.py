@@ -11,25 +11,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from analysis.analyze import CircuitRequest
 from analysis.attribution import CircuitResult
 from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import (
+    MAX_PROMPT_SET,
     CompareRequest,
     ComparisonResult,
+    PromptSetItem,
     assemble,
     check_pair,
     observe_base,
     observe_variant,
     variant_weights_dir,
 )
-from analysis.errors import InputError, UnknownModel
+from analysis.errors import InputError, NotFound, UnknownModel
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
-from app.db import Run, RunStore
-from app.model_manager import ModelManager
 from app.schemas import CompareBody
+from app.services.model_manager import ModelManager
 from app.settings import Settings
+from app.store.runs import RunStore
+from app.store.tables import Run
 
 CIRCUITS = {"base_circuit", "tuned_circuit"}
 
@@ -115,3 +120,61 @@ def load_comparison(run: Run, runs: RunStore) -> ComparisonResult:
             setattr(result, side, CircuitResult.model_validate(stored.result))
     return result
 
+
+def variant_rows(manager: ModelManager) -> list[dict[str, Any]]:
+    """Registered models with kind, base and, when loaded, the memory each one adds."""
+    manager.refresh()
+    loaded = {lm.name: lm for lm in manager.loaded()}
+    return [{"name": s.name, "kind": s.kind, "base": s.base, "loaded": s.name in loaded,
+             "memory_mb": round(loaded[s.name].memory_bytes() / 2**20, 1)
+             if s.name in loaded else None, "description": s.description}
+            for s in manager.registry.specs()]
+
+
+def stored_comparison(runs: RunStore, run_id: str) -> Run:
+    run = runs.get(run_id) if len(run_id) <= 32 else None
+    if run is None or run.kind != "comparison":
+        raise NotFound(f"no comparison with id {run_id!r}")
+    return run
+
+
+def parse_prompt_set(text: str, field: str = "prompt_set") -> list[PromptSetItem]:
+    """Lines ``kind | prompt | expected | wrong``; blank lines and ``#`` comments skipped."""
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) not in (3, 4):
+            raise InputError(f"prompt set line {number}: expected 3 or 4 fields separated "
+                             f"by '|', got {len(parts)} ({PROMPT_SET_HELP})",
+                             field=field)
+        kind = parts[0].lower().replace("-", "_").replace(" ", "_")
+        if kind not in ("generalization", "side_effect"):
+            raise InputError(f"prompt set line {number}: kind {parts[0]!r} is not "
+                             "'generalization' or 'side_effect'", field=field)
+        # Answers keep one leading space (" renin" is the token after "is"), as the
+        # answers typed in the form would; the '|' separators ate it.
+        expected = " " + parts[2] if parts[2] else ""
+        wrong = " " + parts[3] if len(parts) == 4 and parts[3] else None
+        try:
+            items.append(PromptSetItem(kind=kind, prompt=parts[1],  # type: ignore[arg-type]
+                                       expected=expected, wrong=wrong))
+        except ValidationError as exc:
+            raise InputError(f"prompt set line {number}: {exc.errors()[0]['msg']}",
+                             field=field) from exc
+        if len(items) > MAX_PROMPT_SET:
+            raise InputError(f"the prompt set has more than {MAX_PROMPT_SET} prompts",
+                             field=field)
+    return items
+
+
+def prompt_set_text(items: list[dict[str, Any]]) -> str:
+    """The textarea text of a stored prompt set (the inverse of parse_prompt_set)."""
+    return "\n".join(" | ".join([i["kind"], i["prompt"], i["expected"].strip(),
+                                 *([i["wrong"].strip()] if i.get("wrong") else [])])
+                     for i in items)
+
+
+PROMPT_SET_HELP = ("one prompt per line: kind | prompt | expected answer | wrong answer "
+                   "(kind: generalization or side_effect; the wrong answer may be left out)")

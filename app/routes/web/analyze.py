@@ -12,11 +12,11 @@ from analysis.attribution import CircuitSettings
 from analysis.errors import InputError
 from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
-from app.api import prompt_spec
-from app.api_circuits import compute_or_reuse
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.forms import AnalyzeForm, page_context
-from app.pages_runs import render_run
+from app.routes.web.forms import AnalyzeForm, page_context
+from app.routes.web.rendering import render_run
+from app.schemas import prompt_spec
+from app.services.runs import compute_or_reuse
 
 router = APIRouter(include_in_schema=False)
 

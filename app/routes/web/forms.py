@@ -9,11 +9,11 @@ from pydantic import Field, ValidationError
 
 from analysis.attribution import CircuitSettings
 from analysis.compare import CompareThresholds
-from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
 from analysis.errors import InputError
 from analysis.screening import MAX_PROMPT_CHARS
-from app.model_manager import ModelManager
 from app.schemas import CompareBody, PredictRequest
+from app.services.compare import parse_prompt_set
+from app.services.model_manager import ModelManager
 from app.settings import Settings
 
 # What the form shows before anything is typed; the Analyze page and a permalink both
@@ -63,8 +63,6 @@ COMPARE_DEFAULTS: dict[str, Any] = {
     **FORM_DEFAULTS, "base": "", "variant": "", "prompt_set": "",
     "large": 0.1, "persistent": 0.25, "removed": 0.5, "min_delta_m": 0.1,
 }
-PROMPT_SET_HELP = ("one prompt per line: kind | prompt | expected answer | wrong answer "
-                   "(kind: generalization or side_effect; the wrong answer may be left out)")
 MAX_PROMPT_SET_CHARS = 60_000
 
 
@@ -113,39 +111,5 @@ class CompareForm(CircuitSettings):
             raise InputError(f"{where}: {first['msg']}", field=where) from exc
 
 
-def parse_prompt_set(text: str, field: str = "prompt_set") -> list[PromptSetItem]:
-    """Lines ``kind | prompt | expected | wrong``; blank lines and ``#`` comments skipped."""
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) not in (3, 4):
-            raise InputError(f"prompt set line {number}: expected 3 or 4 fields separated "
-                             f"by '|', got {len(parts)} ({PROMPT_SET_HELP})",
-                             field=field)
-        kind = parts[0].lower().replace("-", "_").replace(" ", "_")
-        if kind not in ("generalization", "side_effect"):
-            raise InputError(f"prompt set line {number}: kind {parts[0]!r} is not "
-                             "'generalization' or 'side_effect'", field=field)
-        # Answers keep one leading space (" renin" is the token after "is"), as the
-        # answers typed in the form would; the '|' separators ate it.
-        expected = " " + parts[2] if parts[2] else ""
-        wrong = " " + parts[3] if len(parts) == 4 and parts[3] else None
-        try:
-            items.append(PromptSetItem(kind=kind, prompt=parts[1],  # type: ignore[arg-type]
-                                       expected=expected, wrong=wrong))
-        except ValidationError as exc:
-            raise InputError(f"prompt set line {number}: {exc.errors()[0]['msg']}",
-                             field=field) from exc
-        if len(items) > MAX_PROMPT_SET:
-            raise InputError(f"the prompt set has more than {MAX_PROMPT_SET} prompts",
-                             field=field)
-    return items
 
 
-def prompt_set_text(items: list[dict[str, Any]]) -> str:
-    """The textarea text of a stored prompt set (the inverse of parse_prompt_set)."""
-    return "\n".join(" | ".join([i["kind"], i["prompt"], i["expected"].strip(),
-                                 *([i["wrong"].strip()] if i.get("wrong") else [])])
-                     for i in items)

@@ -13,10 +13,9 @@ from analysis.correction.config import (
     EvalItem,
     TrainingConfig,
 )
-from analysis.correction.textcheck import TextFinding, check_texts
 from analysis.errors import InputError
 from analysis.screening import MAX_PROMPT_CHARS
-from app.forms import parse_prompt_set
+from app.services.compare import parse_prompt_set
 
 MAX_FORM_TEXT = 8000
 
@@ -142,17 +141,5 @@ def form_of(cfg: TrainingConfig) -> dict[str, Any]:
     }
 
 
-def text_findings(cfg: TrainingConfig, wrong_token: str | None = None) -> list[TextFinding]:
-    """The seeds' rule on this config's texts: never mention the wrong concept."""
-    assert cfg.target is not None
-    forms = [wrong_token] if wrong_token and wrong_token.strip() else []
-    return check_texts(cfg.texts, wrong_answer=cfg.target.answer_b,
-                       correct_answer=cfg.target.answer_a, topic_words=cfg.topic_words,
-                       wrong_token_forms=forms)
 
 
-def flag_summary(findings: list[TextFinding]) -> dict[str, bool]:
-    """Which of the seeds' summary columns apply to a job's texts."""
-    return {"wrong": any(f.mentions_wrong for f in findings),
-            "topic": any(f.mentions_topic for f in findings),
-            "correct_with_topic": any(f.correct_with_topic for f in findings)}

@@ -1,0 +1,52 @@
+"""Neurons over JSON: what one writes and where it fires, and its label."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from analysis.analyze import describe
+from analysis.attribution.describe import check_model_neuron
+from analysis.models import LoadedModel
+from analysis.prompts import PromptSpec
+from app.deps import LabelsDep, ManagerDep, SettingsDep
+from app.schemas import NAME_PATTERN, LabelRequest
+from app.services.runs import label_model
+
+router = APIRouter(prefix="/api/v1", tags=["neurons"])
+
+@router.get("/neurons/{layer}/{neuron}")
+async def neuron_route(
+    layer: int, neuron: int, manager: ManagerDep, settings: SettingsDep, labels: LabelsDep,
+    model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
+    prompt: Annotated[str | None, Query(max_length=4000)] = None,
+    chat_template: bool = False,
+    system_prompt: Annotated[str | None, Query(max_length=4000)] = None,
+    answer_prefix: Annotated[str, Query(max_length=200)] = "",
+    top_k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """What a neuron promotes/suppresses (logit lens), where it fires in a prompt, and
+    its user label."""
+    spec = (PromptSpec(prompt=prompt, chat_template=chat_template,
+                       system_prompt=system_prompt, answer_prefix=answer_prefix)
+            if prompt else None)
+
+    def work(lm: LoadedModel) -> dict[str, Any]:
+        desc = describe(lm, layer, neuron, spec, top_k, settings.circuit_limits)
+        return {**desc.model_dump(mode="json"), "model": lm.name,
+                "label": labels.get(label_model(lm), layer, neuron)}
+
+    return await manager.run(model or settings.default_model, work)
+
+
+@router.put("/neurons/{layer}/{neuron}/label")
+async def label_route(layer: int, neuron: int, body: LabelRequest, manager: ManagerDep,
+                      settings: SettingsDep, labels: LabelsDep) -> dict[str, Any]:
+    """Save (or, with an empty label, delete) a user's label for a neuron."""
+    name = body.model or settings.default_model
+    lm = await manager.run(name, lambda lm: lm)
+    check_model_neuron(lm.model, layer, neuron)
+    labels.set(label_model(lm), layer, neuron, body.label)
+    return {"model": label_model(lm), "layer": layer, "neuron": neuron,
+            "label": labels.get(label_model(lm), layer, neuron)}

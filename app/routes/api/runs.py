@@ -1,0 +1,80 @@
+"""Circuit runs over JSON: attribute (or reuse the stored identical run), read a stored
+run and its re-filtered graph, and intervene on a prompt."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from analysis.analyze import (
+    intervene_on_prompt,
+    refilter,
+)
+from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.schemas import AttributeRequest, InterveneRequest, prompt_spec
+from app.services.runs import circuit_request, compute_or_reuse, run_payload, stored_run
+
+router = APIRouter(prefix="/api/v1", tags=["circuits"])
+
+
+
+
+
+
+
+
+
+
+@router.post("/attribute")
+async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings: SettingsDep,
+                          runs: RunsDep, labels: LabelsDep) -> dict[str, Any]:
+    """Contrastive attribution of one prompt: nodes, edges, faithfulness; saved as a run."""
+    req = circuit_request(body)
+    run, cached = await manager.run(
+        body.model or settings.default_model,
+        lambda lm: compute_or_reuse(lm, req, body.use_cache, settings, runs, labels),
+    )
+    return run_payload(run, cached)
+
+
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, runs: RunsDep) -> dict[str, Any]:
+    return run_payload(stored_run(runs, run_id), cached=True)
+
+
+@router.get("/graph")
+async def graph_route(
+    run_id: Annotated[str, Query(max_length=32)],
+    runs: RunsDep,
+    format: Literal["circuitlab", "circuit-tracer"] = "circuitlab",
+    tau: Annotated[float | None, Query(gt=0, le=1)] = None,
+    edge_threshold: Annotated[float | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    """A stored run's graph, optionally re-filtered (stricter tau / edge threshold) without
+    recomputing; `format=circuit-tracer` gives the Neuronpedia graph JSON."""
+    result = CircuitResult.model_validate(stored_run(runs, run_id).result)
+    view = refilter(result, tau, edge_threshold)
+    if format == "circuit-tracer":
+        return view.to_circuit_tracer(slug=run_id)
+    return view.model_dump(mode="json")
+
+
+@router.post("/intervene")
+async def intervene_route(body: InterveneRequest, manager: ManagerDep,
+                          settings: SettingsDep) -> InterventionResult:
+    """Re-run a prompt with neurons zeroed or scaled; new top-k and m beside the old."""
+    edits = [NeuronEdit(**e.model_dump()) for e in body.edits]
+    spec = prompt_spec(body)
+    return await manager.run(
+        body.model or settings.default_model,
+        lambda lm: intervene_on_prompt(lm, spec, edits, body.answer_a, body.answer_b,
+                                       body.top_k, settings.limits, settings.circuit_limits),
+    )
+
+
+
+

@@ -1,0 +1,38 @@
+"""Rendering a stored run as the Analyze page or its fragment: shared by the Analyze routes
+(a new run) and the Runs routes (a permalink), so neither imports the other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from app.routes.web.forms import page_context, settings_form_values
+from app.services.model_manager import ModelManager
+from app.services.runs import load_result, tau_floor
+from app.store.labels import LabelStore
+from app.store.tables import Run
+from frontend.views import graph_view, run_view
+
+
+def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
+               fragment: bool) -> HTMLResponse:
+    result = load_result(run, manager, labels)
+    floor = tau_floor(result)
+    ctx: dict[str, Any] = {
+        "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
+        "graph": graph_view(result, len(result.nodes), None, 0.0),
+        "tau_floor": floor,
+    }
+    templates = request.app.state.templates
+    if fragment:
+        return templates.TemplateResponse(request, "_run.html", ctx)
+    spec = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
+    p = result.params
+    form = {"prompt": run.prompt, "chat_template": spec.get("chat_template", False),
+            "system_prompt": spec.get("system_prompt") or "",
+            "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
+            "answer_b": run.answer_b or "", **settings_form_values(p), "model": run.model}
+    page = page_context(manager, request.app.state.settings, form)
+    return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})

@@ -1,0 +1,1 @@
+"""Persistence: the tables and their migrations, and one store per kind of record."""
