@@ -22,10 +22,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.access import record_outputs, replaced_outputs_hidden
 from analysis.analyze import CircuitLimits, CircuitRequest, analyze
 from analysis.answers import resolve_answer, resolve_contrast
 from analysis.attribution import Attribution, CircuitResult
-from analysis.attribution.adapters import ArchAdapter, get_adapter
+from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import metric_from_logits, metric_logits
 from analysis.compare import (
     CircuitComparison,
@@ -349,43 +350,14 @@ def prompt_probs(lm: LoadedModel, req: CompareRequest,
 # ---------------------------------------------------------------------------------------
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _replace(out: Any, value: torch.Tensor) -> Any:
-    return (value, *out[1:]) if isinstance(out, tuple) else value
-
-
 def record_layers(lm: LoadedModel, input_ids: list[int]) -> dict[str, torch.Tensor]:
     """Each layer's MLP output (as added to the residual) and its output residual stream,
-    ``[L, seq, d]`` each, for the prompt."""
+    ``[L, seq, d]`` each, for the prompt (one nnsight trace)."""
     adapter = get_adapter(lm.model)
-    mlp: list[torch.Tensor] = [None] * adapter.n_layers  # type: ignore[list-item]
-    resid: list[torch.Tensor] = [None] * adapter.n_layers  # type: ignore[list-item]
-    handles = []
-    for layer in range(adapter.n_layers):
-        def save_mlp(_m: Any, _a: Any, out: Any, layer: int = layer) -> None:
-            mlp[layer] = _first(out)[0].detach().clone()
-
-        def save_resid(_m: Any, _a: Any, out: Any, layer: int = layer) -> None:
-            resid[layer] = _first(out)[0].detach().clone()
-
-        handles.append(adapter.mlp_output_module(layer).register_forward_hook(save_mlp))
-        handles.append(adapter.layers()[layer].register_forward_hook(save_resid))
-    try:
-        _hidden(adapter, input_ids, 1)
-    finally:
-        for h in handles:
-            h.remove()
-    return {"mlp": torch.stack(mlp), "residual": torch.stack(resid)}
-
-
-def _hidden(adapter: ArchAdapter, input_ids: list[int], rows: int) -> torch.Tensor:
-    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
-    with torch.no_grad():
-        emb = adapter.embed(ids).expand(rows, -1, -1)
-        return adapter.hidden(emb)[:, -1]
+    modules = [m for layer in range(adapter.n_layers)
+               for m in (adapter.mlp_output_module(layer), adapter.layers()[layer])]
+    outputs = record_outputs(adapter, input_ids, modules)
+    return {"mlp": torch.stack(outputs[0::2]), "residual": torch.stack(outputs[1::2])}
 
 
 def patch_layers(lm: LoadedModel, circuit: CircuitResult,
@@ -401,28 +373,15 @@ def patch_layers(lm: LoadedModel, circuit: CircuitResult,
     results: dict[tuple[str, int], float] = {}
     for start in range(0, len(conditions), PATCH_ROWS):
         chunk = conditions[start:start + PATCH_ROWS]
-        handles = []
-        for where in ("mlp", "residual"):
-            for layer in range(n):
+        replacements = []
+        for layer in range(n):  # forward order: a layer's MLP output, then its output
+            for where in ("mlp", "residual"):
                 rows = [i for i, c in enumerate(chunk) if c == (where, layer)]
-                if not rows:
-                    continue
-                module = (adapter.mlp_output_module(layer) if where == "mlp"
-                          else adapter.layers()[layer])
-                value = recorded[where][layer]
-
-                def patch(_m: Any, _a: Any, out: Any, rows: list[int] = rows,
-                          value: torch.Tensor = value) -> Any:
-                    h = _first(out).clone()
-                    h[rows] = value.to(h.device, h.dtype)
-                    return _replace(out, h)
-
-                handles.append(module.register_forward_hook(patch))
-        try:
-            hidden = _hidden(adapter, circuit.input_ids, len(chunk))
-        finally:
-            for h in handles:
-                h.remove()
+                if rows:
+                    module = (adapter.mlp_output_module(layer) if where == "mlp"
+                              else adapter.layers()[layer])
+                    replacements.append((module, rows, recorded[where][layer]))
+        hidden = replaced_outputs_hidden(adapter, circuit.input_ids, len(chunk), replacements)
         m = metric_from_logits(metric_logits(adapter, hidden, circuit.target_a,
                                              circuit.target_b)).tolist()
         results.update(zip(chunk, m, strict=True))

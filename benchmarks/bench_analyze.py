@@ -9,7 +9,10 @@ seed prompt, contrasting the answers' first tokens:
   pruning, edges among the kept nodes, faithfulness ablations) at tau 0.15 and at a node
   budget of ``--nodes`` (200: the target's "up to 200 nodes");
 * the breakdown of the whole analyze from its own ``Timing`` (median per phase), and each
-  phase as a ratio of the floor.
+  phase as a ratio of the floor;
+* nnsight's overhead: an intervention (``intervene``: one nnsight trace, 2 rows) and the
+  6-row faithfulness forward, each against the bare forward of the same rows with no
+  access layer at all.
 
 Ratios are printed, never asserted: the suite has no timed assertions.
 
@@ -33,7 +36,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_attribution import bare_fwd_bwd, load_embedded, median_times  # noqa: E402
 
-from analysis.attribution import CircuitSettings, attribute, run_circuit  # noqa: E402
+from analysis.access import patched_hidden  # noqa: E402
+from analysis.attribution import (  # noqa: E402
+    CircuitSettings,
+    NeuronEdit,
+    attribute,
+    intervene,
+    run_circuit,
+)
+from analysis.attribution.adapters import get_adapter  # noqa: E402
 from analysis.embedded import EMBEDDED  # noqa: E402
 
 PHASES = ("attribution_s", "prune_s", "edges_s", "faithfulness_s", "total_s")
@@ -73,6 +84,31 @@ def bench_model(name: str, device: str, reps: int, nodes: int) -> None:
             print(f"   {phase[:-2]:24}{value:10.3f}{value / floor:11.2f}")
 
 
+def bench_access(name: str, device: str, reps: int) -> None:
+    model, ids, a, b = load_embedded(device, name)
+    adapter = get_adapter(model)
+    tensor = torch.tensor([ids], device=device)
+
+    def bare(rows: int) -> Any:
+        with torch.no_grad():
+            return adapter.hidden(adapter.embed(tensor).expand(rows, -1, -1))[:, -1]
+
+    edits = [NeuronEdit(layer=adapter.n_layers // 2, neuron=7)]
+    fns = {
+        "bare forward, 2 rows": lambda: bare(2),
+        "intervene (nnsight)": lambda: intervene(model, None, ids, edits, a, b),
+        "bare forward, 6 rows": lambda: bare(6),
+        "6-row patched (nnsight)": lambda: patched_hidden(
+            adapter, ids, 6, lambda layer, h: torch.where(h > 1e9, 0.0, h)),
+    }
+    times = median_times(fns, reps, device)
+    print(f"-- nnsight access on {name}: median s, x the bare forward of the same rows")
+    for key, bare_key in (("intervene (nnsight)", "bare forward, 2 rows"),
+                          ("6-row patched (nnsight)", "bare forward, 6 rows")):
+        print(f"   {key:26}{times[key]:10.4f}{times[key] / times[bare_key]:11.2f}"
+              f"   (bare {times[bare_key]:.4f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -86,6 +122,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         bench_model(name, args.device, args.reps, args.nodes)
+        bench_access(name, args.device, args.reps)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, computed_field
 
+from analysis.access import node_values
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import as_id_list, decode_tokens
-from analysis.attribution.hooks import instrument
 from analysis.attribution.results import TokenScore
 from analysis.errors import InputError
 
@@ -77,16 +77,7 @@ def neuron_activations(
     adapter = get_adapter(model)
     check_neuron(adapter.n_layers, adapter.n_neurons, layer, neuron)
     ids = as_id_list(input_ids, adapter.vocab_size)
-    found: list[torch.Tensor] = []
-
-    def on_node(at: int, h: torch.Tensor) -> None:
-        if at == layer:
-            found.append(h[0, :, neuron].float().cpu())
-
-    t = torch.tensor([ids], device=adapter.input_device)
-    with torch.no_grad(), instrument(adapter, on_node=on_node):
-        adapter.hidden(adapter.embed(t))
-    return found[0].tolist()
+    return node_values(adapter, ids, layer, neuron).float().cpu().tolist()
 
 
 def describe_neuron(

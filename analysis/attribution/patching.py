@@ -2,18 +2,20 @@
 
 One batched forward serves several conditions (one row each); ``patch(layer, h)`` gets
 the layer's node activations ``[rows, seq, n_neurons]`` and returns what the MLP should
-use instead. Downstream activations are recomputed, so effects propagate.
+use instead. Downstream activations are recomputed, so effects propagate. The forward is
+an nnsight trace (``analysis.access.patched_hidden``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
 
+from analysis.access import patched_hidden
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.core import (
     Attribution,
@@ -24,24 +26,10 @@ from analysis.attribution.core import (
     metric_from_logits,
     metric_logits,
 )
-from analysis.attribution.hooks import instrument
 from analysis.attribution.results import Faithfulness, Node, TokenProb
 from analysis.errors import InputError
 
-Patch = Callable[[int, torch.Tensor], torch.Tensor | None]
 AblationMode = Literal["zero", "mean"]
-
-
-def patched_hidden(
-    adapter: ArchAdapter, input_ids: Sequence[int], rows: int, patch: Patch
-) -> torch.Tensor:
-    """Final-normed residual at the last position, ``[rows, d_model]``."""
-    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
-    with torch.no_grad():
-        emb = adapter.embed(ids).expand(rows, -1, -1)
-        with instrument(adapter, on_node=patch):
-            hidden = adapter.hidden(emb)
-    return hidden[:, -1]
 
 
 # ---------------------------------------------------------------------------------------
