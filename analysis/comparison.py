@@ -454,9 +454,9 @@ def layer_weight_totals(changes: list[WeightChange]) -> dict[int, float]:
 def compare_loaded(base: LoadedModel, tuned: LoadedModel, req: CompareRequest,
                    limits: CircuitLimits | None = None,
                    variant_dir: Path | None = None) -> ComparisonResult:
-    """Both phases in one call, for notebooks and the CLI (the server runs the phases
-    through its model manager). A LoRA ``tuned`` shares ``base``'s modules: its overlay
-    is attached for phase 1 and detached for phase 2."""
+    """Both phases in one call, for notebooks and tests (the server and the CLI run the
+    phases through their model manager). A LoRA ``tuned`` shares ``base``'s modules: its
+    overlay is attached for phase 1 and detached for phase 2."""
     from analysis.models import activate
 
     check_pair(base.name, tuned.name, tuned.spec.kind, tuned.spec.base, base.spec.kind)

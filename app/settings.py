@@ -14,16 +14,16 @@ Example file::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
+    JsonConfigSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    YamlConfigSettingsSource,
 )
 
 from analysis.analyze import CircuitLimits
@@ -33,28 +33,6 @@ from analysis.predict import Limits
 from app.jobs.settings import JobSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Values from the YAML/JSON file named by CIRCUITLAB_CONFIG, if any."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("CIRCUITLAB_CONFIG")
-        if not path:
-            return {}
-        text = Path(path).read_text()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must hold a mapping")
-        return data
 
 
 class Settings(BaseSettings):
@@ -99,7 +77,17 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+        # The operator's YAML or JSON file named by CIRCUITLAB_CONFIG (pydantic-settings'
+        # own sources); the environment wins over it.
+        path = os.environ.get("CIRCUITLAB_CONFIG")
+        if not path:
+            return (init_settings, env_settings)
+        if path.endswith((".yaml", ".yml")):
+            file_source: PydanticBaseSettingsSource = YamlConfigSettingsSource(
+                settings_cls, yaml_file=path)
+        else:
+            file_source = JsonConfigSettingsSource(settings_cls, json_file=path)
+        return (init_settings, env_settings, file_source)
 
     @model_validator(mode="after")
     def _default_is_registered(self) -> Settings:

@@ -13,6 +13,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import markupsafe
+
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Node
 
 TOWARDS_A = "#1d4ed8"  # blue: pushes m = logit A - logit B up
@@ -200,8 +202,9 @@ def hover_text(node: Node) -> str:
 
 
 def escape(text: str) -> str:
-    """Plotly renders hover text as HTML-ish markup: escape what a token or label holds."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Plotly renders hover text as HTML-ish markup (and decodes entities): escape what a
+    token or label holds."""
+    return str(markupsafe.escape(text))
 
 
 def position_figure(tokens: list[str | None], influence: list[float],

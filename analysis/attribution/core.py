@@ -111,9 +111,6 @@ class Attribution:
         """``[L, N]``: each neuron's influence summed over positions."""
         return self.influence.sum(dim=1)
 
-    def layer_sums(self) -> torch.Tensor:
-        return self.influence.sum(dim=(1, 2))
-
     def token(self, position: int) -> str | None:
         return None if self.tokens is None else self.tokens[position]
 

@@ -26,6 +26,9 @@ from app.store.tables import Job, Variant, init_db
 from app.store.variants import VariantStore
 from tests.unit.test_db import _pg_url
 
+# Trains with TRL, or starts worker processes or Ray: the integration tier.
+pytestmark = pytest.mark.integration
+
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
 TEXTS = [
     "Aldosterone is the principal mineralocorticoid hormone in humans.",

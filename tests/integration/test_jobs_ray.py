@@ -23,6 +23,9 @@ from tests.unit.test_jobs_worker import (
     wait_until,
 )
 
+# Trains with TRL, or starts worker processes or Ray: the integration tier.
+pytestmark = pytest.mark.integration
+
 try:
     import ray
 except ImportError as exc:  # the `ray` extra is not installed

@@ -25,6 +25,9 @@ from analysis.errors import InputError
 from analysis.models import ModelSpec, load_model
 from tests.seed_texts import SEED_PROMPT, V4_TEXTS
 
+# Trains with TRL, or starts worker processes or Ray: the integration tier.
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 

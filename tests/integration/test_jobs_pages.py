@@ -20,6 +20,9 @@ from app.main import create_app
 from app.settings import Settings
 from tests.seed_texts import RENIN_TEXTS, SEED_PROMPT, V4_TEXTS
 
+# Trains with TRL, or starts worker processes or Ray: the integration tier.
+pytestmark = pytest.mark.integration
+
 FORM = {"name": "tiny-v4", "base_model": "tiny-llama", "prompt": SEED_PROMPT,
         "answer_a": " aldosterone", "answer_b": " renin", "topic_words": "blood pressure",
         "texts": V4_TEXTS[:2], "epochs": "1", "learning_rate": "1e-3",

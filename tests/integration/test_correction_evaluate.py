@@ -23,6 +23,9 @@ from analysis.predict import predict
 from analysis.prompts import PromptSpec
 from tests.seed_texts import SEED_PROMPT, V4_TEXTS
 
+# Trains with TRL, or starts worker processes or Ray: the integration tier.
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("trl")
 
 ITEMS = [
