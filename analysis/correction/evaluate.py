@@ -7,16 +7,15 @@ break, and can the model still write?
 * :func:`degeneration_check` generates greedily from a few prompts and flags empty or
   looping output (seed 002: a minimal LoRA "severely damaged" generation).
 
-Before/after: pass two LoadedModels (the base and the variant). For a LoRA variant
-loaded as a PEFT model over its base, the same object may be passed twice: "before" is
-then scored with the adapter disabled (PEFT's ``disable_adapter()``), so one copy of the
-base weights serves both sides.
+Before/after: pass two LoadedModels (the base and the variant). A LoRA variant is an
+overlay on its base (``analysis.models.load_lora_variant``) and shares its modules; each
+side is activated (``analysis.models.activate``) before it is scored, so one copy of the
+base weights serves both sides - the same LoRA path Compare uses.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,7 +23,7 @@ from pydantic import BaseModel, Field
 from analysis.answers import resolve_answer
 from analysis.correction.config import EvalItem
 from analysis.errors import InputError, LimitExceeded
-from analysis.models import LoadedModel
+from analysis.models import LoadedModel, activate
 from analysis.predict import next_token_logits, rank_of
 from analysis.prompts import PromptSpec, format_prompt, token_text
 from analysis.whole_answer import whole_answer_scores
@@ -80,22 +79,11 @@ class EvalRow(BaseModel):
         return self.after.p_expected - self.before.p_expected
 
 
-@contextlib.contextmanager
-def adapter_disabled(lm: LoadedModel) -> Iterator[None]:
-    """Score `lm` without its PEFT adapter (the base model) inside the block."""
-    disable = getattr(lm.model, "disable_adapter", None)
-    if disable is None or not getattr(lm.model, "peft_config", None):
-        raise InputError(
-            "before and after are the same model and it has no LoRA adapter to switch off; "
-            "pass the base model as 'before'", field="before")
-    with disable():
-        yield
-
-
 def _score(
     lm: LoadedModel, items: Sequence[EvalItem], style: PromptSpec, max_tokens: int | None
 ) -> list[tuple[EvalSide, str, str | None, str | None]]:
     """Each item's side scored on `lm`: (side, expected token, wrong token, note)."""
+    activate(lm)  # a LoRA overlay on, or off for its base
     resolved = []
     batch: list[list[int]] = []
     for i, item in enumerate(items):
@@ -155,16 +143,14 @@ def evaluate_prompts(
 ) -> list[EvalRow]:
     """Score every item on both models. Each item's prompt is formatted like `style` (its
     chat template, system prompt and answer prefix; typically the target's); without a
-    style, as a raw prompt. `before is after` means a PEFT model scored without and with
-    its adapter."""
+    style, as a raw prompt."""
+    if before is after:
+        raise InputError("before and after are the same model; pass the base model as "
+                         "'before' (a LoRA variant is an overlay on it)", field="before")
     if not items:
         return []
     style = style or PromptSpec(prompt="-")
-    if before is after:
-        with adapter_disabled(before):
-            scored_before = _score(before, items, style, max_tokens)
-    else:
-        scored_before = _score(before, items, style, max_tokens)
+    scored_before = _score(before, items, style, max_tokens)
     scored_after = _score(after, items, style, max_tokens)
     rows = []
     for i, (item, b, a) in enumerate(zip(items, scored_before, scored_after, strict=True)):
@@ -241,6 +227,7 @@ def degeneration_check(
         raise LimitExceeded(f"max_new_tokens must be 1..{MAX_NEW_TOKENS}, got {max_new_tokens}",
                             field="max_new_tokens")
     style = style or PromptSpec(prompt="-")
+    activate(lm)
     tok = lm.tokenizer
     special = set(getattr(tok, "all_special_ids", []) or [])
     eos = tok.eos_token_id

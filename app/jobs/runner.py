@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError, InputError, UnknownModel
-from analysis.models import NAME_PATTERN, LoadedModel, ModelSpec
+from analysis.models import NAME_PATTERN, ModelSpec
 from app.store.jobs import (
     ACTIVE,
     CANCELLED,
@@ -242,43 +242,22 @@ def evaluate_variant(cfg: Any, base_spec: ModelSpec, variant_spec: ModelSpec,
                      checkpoint: Callable[[], None]) -> dict[str, Any]:
     """Before (the base) vs after (the variant): the target's top-k and A/B scores, the
     evaluation set, and a degeneration check of greedy generations on both."""
-    from analysis.correction.evaluate import (
-        adapter_disabled,
-        degeneration_check,
-        evaluate_prompts,
-    )
-    from analysis.models import fingerprint, load_model
+    from analysis.correction.evaluate import degeneration_check, evaluate_prompts
+    from analysis.models import activate, load_lora_variant, load_model
     from analysis.predict import Limits, predict
 
     started = time.perf_counter()
     say(f"evaluation: loading {base_spec.name}")
     before = load_model(base_spec, cache_dir)
     checkpoint()
-    variant_dir = Path(variant_spec.path or "")
     if variant_spec.kind == "lora":
-        # One copy of the base: PEFT wraps it, and "before" is scored with the adapter off.
-        from peft import PeftModel
-
+        # One copy of the base: the adapter is an overlay on it (Compare's LoRA path),
+        # switched on for "after" and off for "before".
         say(f"evaluation: attaching the LoRA adapter {variant_spec.name}")
-        t0 = time.perf_counter()
-        peft_model = PeftModel.from_pretrained(before.model, str(variant_dir))
-        peft_model.eval()
-        after = LoadedModel(spec=variant_spec, model=peft_model, tokenizer=before.tokenizer,
-                            device=before.device, dtype=before.dtype,
-                            revision=fingerprint(variant_dir, variant_spec),
-                            load_seconds=time.perf_counter() - t0)
-        before = after
-
-        def base_side() -> Any:
-            return adapter_disabled(after)
+        after = load_lora_variant(variant_spec, before, cache_dir)
     else:
         say(f"evaluation: loading the fine-tuned {variant_spec.name}")
         after = load_model(variant_spec, cache_dir)
-
-        def base_side() -> Any:
-            import contextlib
-
-            return contextlib.nullcontext()
     checkpoint()
 
     out: dict[str, Any] = {}
@@ -287,8 +266,9 @@ def evaluate_variant(cfg: Any, base_spec: ModelSpec, variant_spec: ModelSpec,
     if target is not None:
         say("evaluation: the target prompt before -> after")
         answers = [target.answer_a, target.answer_b]
-        with base_side():
-            p_before = predict(before, target.prompt_spec(), answers, TOP_K, limits)
+        activate(before)
+        p_before = predict(before, target.prompt_spec(), answers, TOP_K, limits)
+        activate(after)
         p_after = predict(after, target.prompt_spec(), answers, TOP_K, limits)
         out["target"] = {
             "prompt": p_after.prompt.text,
@@ -317,9 +297,8 @@ def evaluate_variant(cfg: Any, base_spec: ModelSpec, variant_spec: ModelSpec,
     prompts = [i.prompt for i in items][:DEGENERATION_PROMPTS] or [
         " ".join(t.split()[:6]) for t in cfg.texts[:2]]
     say(f"evaluation: degeneration check on {len(prompts)} prompt(s)")
-    with base_side():
-        deg_before = degeneration_check(before, prompts, DEGENERATION_TOKENS, style=style,
-                                        max_tokens=cfg.max_length)
+    deg_before = degeneration_check(before, prompts, DEGENERATION_TOKENS, style=style,
+                                    max_tokens=cfg.max_length)
     deg_after = degeneration_check(after, prompts, DEGENERATION_TOKENS, style=style,
                                    max_tokens=cfg.max_length)
     out["degeneration"] = {

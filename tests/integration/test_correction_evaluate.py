@@ -18,7 +18,7 @@ from analysis.correction.evaluate import (
 )
 from analysis.correction.train import train
 from analysis.errors import InputError, LimitExceeded
-from analysis.models import LoadedModel, ModelSpec, load_model
+from analysis.models import LoadedModel, ModelSpec, activate, load_lora_variant, load_model
 from analysis.predict import predict
 from analysis.prompts import PromptSpec
 from tests.seed_texts import SEED_PROMPT, V4_TEXTS
@@ -53,14 +53,14 @@ def full_variant(tiny_dirs, tmp_path_factory) -> LoadedModel:  # type: ignore[no
 
 
 @pytest.fixture(scope="module")
-def lora_variant(tiny_dirs, tmp_path_factory) -> LoadedModel:  # type: ignore[no-untyped-def]
-    from peft import PeftModel
-
+def lora_pair(tiny_dirs, tmp_path_factory) -> tuple[LoadedModel, LoadedModel]:  # type: ignore[no-untyped-def]
+    """A base of its own (the overlay attaches to it) and the LoRA variant over it."""
     out = _variant(tiny_dirs, tmp_path_factory.mktemp("ev") / "lora", "lora")
-    lm = load_model(ModelSpec(name="tiny-llama", source="local", path=tiny_dirs["llama"],
-                              device="cpu"), tiny_dirs["llama"].parent)
-    lm.model = PeftModel.from_pretrained(lm.model, out)
-    return lm
+    base = load_model(ModelSpec(name="tiny-llama", source="local", path=tiny_dirs["llama"],
+                                device="cpu"), tiny_dirs["llama"].parent)
+    variant = load_lora_variant(ModelSpec(name="v-lora", source="local", path=out,
+                                          kind="lora", base="tiny-llama"), base, out.parent)
+    return base, variant
 
 
 def _check_side(side: EvalSide, lm: LoadedModel, item: EvalItem) -> None:
@@ -94,18 +94,39 @@ def test_rows_score_both_models(tiny_lms, full_variant) -> None:  # type: ignore
     assert rows[0].after.p_expected != pytest.approx(rows[0].before.p_expected, rel=1e-3)
 
 
-def test_one_peft_model_is_scored_without_and_with_its_adapter(tiny_lms, lora_variant) -> None:  # type: ignore[no-untyped-def]
-    rows = evaluate_prompts(lora_variant, lora_variant, ITEMS)
+def test_a_lora_overlay_is_scored_off_and_on_over_one_copy_of_its_base(tiny_lms, lora_pair) -> None:  # type: ignore[no-untyped-def]
+    base, variant = lora_pair
+    assert variant.model is base.model  # one copy of the weights serves both sides
+    rows = evaluate_prompts(base, variant, ITEMS)
     for row, item in zip(rows, ITEMS, strict=True):
-        _check_side(row.before, tiny_lms["llama"], item)  # adapter off == the base model
-        _check_side(row.after, lora_variant, item)
+        _check_side(row.before, tiny_lms["llama"], item)  # overlay off == the base model
+    activate(variant)
+    for row, item in zip(rows, ITEMS, strict=True):
+        _check_side(row.after, variant, item)
     assert rows[0].after.m != pytest.approx(rows[0].before.m, abs=1e-4)
-    # And the adapter is back on afterwards.
-    again = evaluate_prompts(tiny_lms["llama"], lora_variant, ITEMS[:1])
-    assert again[0].after.m == pytest.approx(rows[0].after.m, abs=1e-5)
+    # The same scores in the other order: switching never drifts.
+    again = evaluate_prompts(variant, base, ITEMS[:1])
+    assert again[0].before.m == pytest.approx(rows[0].after.m, abs=1e-6)
+    assert again[0].after.m == pytest.approx(rows[0].before.m, abs=1e-6)
 
 
-def test_same_model_without_adapter_is_refused(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+def test_the_overlay_scores_what_peft_scores(tiny_lms, lora_pair) -> None:  # type: ignore[no-untyped-def]
+    """The LoRA path that stays agrees with PEFT, the path the evaluation used before."""
+    import copy
+
+    from peft import PeftModel
+
+    base, variant = lora_pair
+    adapter_dir = variant.spec.path
+    peft_lm = copy.copy(tiny_lms["llama"])
+    peft_lm.model = PeftModel.from_pretrained(copy.deepcopy(tiny_lms["llama"].model),
+                                              str(adapter_dir)).eval()
+    rows = evaluate_prompts(base, variant, ITEMS)
+    for row, item in zip(rows, ITEMS, strict=True):
+        _check_side(row.after, peft_lm, item)
+
+
+def test_the_same_model_on_both_sides_is_refused(tiny_lms) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError) as info:
         evaluate_prompts(tiny_lms["llama"], tiny_lms["llama"], ITEMS)
     assert info.value.field == "before"
