@@ -272,25 +272,16 @@ def compare(
     """Base vs fine-tuned variant on one prompt: predictions, per-neuron categories, the
     verdict (correction / compensation), weight changes and layer patching. Saved in the
     app's database, so it also opens on the Compare page."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     from pydantic import ValidationError
 
     from app.schemas import CompareBody
+    from app.services import build_services
     from app.services.compare import parse_prompt_set, run_comparison
-    from app.services.model_manager import ModelManager
-    from app.store.runs import RunStore
-    from app.store.tables import init_db
-    from app.store.variants import VariantStore
     from frontend.compare import neurons_csv, prompts_csv
 
     settings = _settings()
-    sessions = init_db(settings.db_url())
-    manager = ModelManager(settings.registry(), settings.cache_dir,
-                           settings.max_resident_models,
-                           discover=VariantStore(sessions, settings.cache_dir).specs)
-    runs = RunStore(sessions)
+    services = build_services(settings)  # the same objects the server builds
+    runs = services.runs
     try:
         items = parse_prompt_set(prompt_set.read_text()) if prompt_set else []
         body = CompareBody(base=base, variant=variant, prompt=prompt,
@@ -298,11 +289,7 @@ def compare(
                            answer_prefix=answer_prefix, answer_a=contrastive[0],
                            answer_b=contrastive[1], method=method,  # type: ignore[arg-type]
                            tau=tau, max_nodes=max_nodes, prompt_set=items)
-        # A thread of its own: asyncio.run refuses to start where a loop already runs
-        # (a notebook, or Playwright's loop in the test session).
-        with ThreadPoolExecutor(1) as pool:
-            run = pool.submit(asyncio.run,
-                              run_comparison(body, manager, settings, runs)).result()
+        run = run_comparison(body, services.manager, settings, runs)
     except CircuitlabError as exc:
         _fail(exc)
         return

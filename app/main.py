@@ -28,12 +28,8 @@ from app.routes.web import compare as compare_web
 from app.routes.web import jobs as jobs_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
-from app.services.model_manager import ModelManager
+from app.services import build_services
 from app.settings import PROJECT_ROOT, Settings
-from app.store.labels import LabelStore
-from app.store.runs import RunStore
-from app.store.tables import init_db
-from app.store.variants import VariantStore
 
 log = logging.getLogger("circuitlab")
 
@@ -41,12 +37,9 @@ log = logging.getLogger("circuitlab")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     vendor = vendor_files()
-    sessions = init_db(settings.db_url())
-    variants = VariantStore(sessions, settings.cache_dir)
-    manager = ModelManager(settings.registry(), settings.cache_dir,
-                           settings.max_resident_models, discover=variants.specs)
-    manager.refresh()
-    jobs = JobQueue.from_settings(settings, sessions)
+    services = build_services(settings)
+    manager = services.manager
+    jobs = JobQueue.from_settings(settings, services.sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,10 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.manager = manager
-    app.state.sessions = sessions
-    app.state.labels = LabelStore(sessions)
-    app.state.runs = RunStore(sessions)
-    app.state.variants = variants
+    app.state.sessions = services.sessions
+    app.state.labels = services.labels
+    app.state.runs = services.runs
+    app.state.variants = services.variants
     app.state.jobs = jobs
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     # The one-click format switch reads the named formats from analysis, declared once.

@@ -1,2 +1,40 @@
 """What both kinds of route (JSON and HTML) and the CLI call: resident models, runs and
-labels, comparisons, jobs. No FastAPI request objects here."""
+labels, comparisons, jobs. No FastAPI request objects here.
+
+:func:`build_services` makes the shared objects once, for ``create_app`` and the CLI
+alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.services.model_manager import ModelManager
+from app.settings import Settings
+from app.store.labels import LabelStore
+from app.store.runs import RunStore
+from app.store.tables import init_db
+from app.store.variants import VariantStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    manager: ModelManager
+    runs: RunStore
+    labels: LabelStore
+    variants: VariantStore
+
+
+def build_services(settings: Settings) -> Services:
+    """The database (migrated), its stores, and the model manager that also finds the
+    variants finished jobs registered."""
+    sessions = init_db(settings.db_url())
+    variants = VariantStore(sessions, settings.cache_dir)
+    manager = ModelManager(settings.registry(), settings.cache_dir,
+                           settings.max_resident_models, discover=variants.specs)
+    manager.refresh()
+    return Services(settings=settings, sessions=sessions, manager=manager,
+                    runs=RunStore(sessions), labels=LabelStore(sessions), variants=variants)

@@ -61,8 +61,11 @@ def _circuit_run(circuit: CircuitResult, req: CircuitRequest, kind: str) -> Run:
     )
 
 
-async def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
-                         runs: RunStore) -> Run:
+def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
+                   runs: RunStore) -> Run:
+    """Compare and store, synchronously: each phase is one piece of model work under the
+    manager's lock (web routes call this in a worker thread; the CLI calls it directly).
+    """
     specs = {}
     for role in ("base", "variant"):
         try:
@@ -81,9 +84,9 @@ async def run_comparison(body: CompareBody, manager: ModelManager, settings: Set
         where = None if lm.overlay is not None else variant_weights_dir(lm, settings.cache_dir)
         return obs, lm, where
 
-    tuned_obs, tuned_lm, variant_dir = await manager.run(body.variant, variant_phase)
+    tuned_obs, tuned_lm, variant_dir = manager.run_sync(body.variant, variant_phase)
     lora = tuned_lm if tuned_lm.overlay is not None else None
-    base_obs = await manager.run(
+    base_obs = manager.run_sync(
         body.base,
         lambda lm: observe_base(lm, req, tuned_obs, variant=lora,
                                 variant_dir=variant_dir, limits=limits),

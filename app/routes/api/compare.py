@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 
 from app.deps import ManagerDep, RunsDep, SettingsDep
 from app.schemas import CompareBody
@@ -28,7 +29,7 @@ async def compare_api(body: CompareBody, manager: ManagerDep, settings: Settings
     """Run base and variant on one prompt (and a prompt set): predictions, per-neuron
     categories, verdict with reasons, weight changes and layer patching. Both circuits
     are saved as runs (`base_run`, `tuned_run`)."""
-    run = await run_comparison(body, manager, settings, runs)
+    run = await run_in_threadpool(run_comparison, body, manager, settings, runs)
     return _payload(run, runs)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from analysis.screening import MAX_PROMPT_CHARS
@@ -107,7 +108,7 @@ async def compare_page(
 async def compare_run(request: Request, form: Annotated[CompareForm, Form()],
                       manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
                       labels: LabelsDep) -> HTMLResponse:
-    run = await run_comparison(form.body(), manager, settings, runs)
+    run = await run_in_threadpool(run_comparison, form.body(), manager, settings, runs)
     response = request.app.state.templates.TemplateResponse(
         request, "_compare.html", {"c": _view(run, runs, manager, labels)})
     response.headers["HX-Push-Url"] = f"/compare/{run.id}"
