@@ -4,8 +4,9 @@
   crash recovery (SQLite and PostgreSQL);
 * :mod:`app.jobs.runner` - the body of one job (train, evaluate, register the variant);
 * :mod:`app.jobs.worker` - the local worker process;
-* :mod:`app.jobs.queue`  - :class:`JobQueue`, the one interface the app uses, over the
-  local backend or :mod:`app.jobs.ray_backend`;
+* :mod:`app.jobs.queue`  - :class:`JobQueue`, the one interface the app uses, over a
+  backend (:mod:`app.jobs.backend`: the protocol and the small context a backend gets):
+  :mod:`app.jobs.local_backend` (worker processes here) or :mod:`app.jobs.ray_backend`;
 * :mod:`app.jobs.settings` - :class:`JobSettings` (``Settings.jobs``).
 
 Importing this package does not import Ray, trl or peft (only a backend or a job does).

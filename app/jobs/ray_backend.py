@@ -24,13 +24,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from app.jobs.backend import BackendContext
 from app.store.jobs import ACTIVE, CANCELLED, this_host
 from app.store.tables import Job
-
-if TYPE_CHECKING:
-    from app.jobs.queue import JobQueue
 
 log = logging.getLogger("circuitlab.jobs.ray")
 
@@ -58,8 +56,8 @@ class _InFlight:
 class RayBackend:
     name = "ray"
 
-    def __init__(self, queue: JobQueue) -> None:
-        self.queue = queue
+    def __init__(self, ctx: BackendContext) -> None:
+        self.ctx = ctx
         self.inflight: dict[Any, _InFlight] = {}  # ObjectRef -> job
         self.started_ray = False
         self.num_gpus = 0
@@ -70,7 +68,7 @@ class RayBackend:
     def start(self) -> None:
         import ray
 
-        s = self.queue.settings
+        s = self.ctx.settings
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if s.ray_address:
@@ -95,7 +93,7 @@ class RayBackend:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        q = self.queue
+        q = self.ctx
         specs = [spec.model_dump(mode="json") for spec in q.specs]
         while len(self.inflight) < self.capacity:
             # pid None: the task adopts the claim and writes its own pid and host.
@@ -115,9 +113,9 @@ class RayBackend:
         # Tasks not started yet have no heartbeat of their own: keep their claim fresh.
         # (Once a task adopts its job it beats itself, so a hung task goes stale.)
         for item in self.inflight.values():
-            job = self.queue.store.get(item.job_id)
+            job = self.ctx.store.get(item.job_id)
             if job is not None and job.worker_pid is None:
-                self.queue.store.heartbeat(item.job_id)
+                self.ctx.store.heartbeat(item.job_id)
         ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
         for ref in ready:
             item = self.inflight.pop(ref)
@@ -129,7 +127,7 @@ class RayBackend:
 
     def _settle(self, job_id: str, exc: Exception) -> None:
         """The task ended without recording an end: record one."""
-        store = self.queue.store
+        store = self.ctx.store
         job = store.get(job_id)
         if job is None or job.state not in ACTIVE:
             return
@@ -147,9 +145,9 @@ class RayBackend:
     def _watch_cancels(self) -> None:
         import ray
 
-        grace = self.queue.settings.cancel_grace_s
+        grace = self.ctx.settings.cancel_grace_s
         for ref, item in list(self.inflight.items()):
-            job = self.queue.store.get(item.job_id)
+            job = self.ctx.store.get(item.job_id)
             if job is None or not job.cancel_requested:
                 continue
             now = time.monotonic()
@@ -178,10 +176,10 @@ class RayBackend:
         if self.inflight:
             ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
         for ref, item in list(self.inflight.items()):
-            job = self.queue.store.get(item.job_id)
+            job = self.ctx.store.get(item.job_id)
             if job is not None and job.state in ACTIVE:
                 ray.cancel(ref, force=True)
-                self.queue.store.interrupt(item.job_id, "the server stopped its Ray task")
+                self.ctx.store.interrupt(item.job_id, "the server stopped its Ray task")
         self.inflight.clear()
         if self.started_ray:
             ray.shutdown()

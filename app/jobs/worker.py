@@ -1,6 +1,6 @@
 """The local worker: a separate process that takes queued jobs one at a time and runs them.
 
-Started by the server (:class:`app.jobs.queue.LocalBackend`) as
+Started by the server (:class:`app.jobs.local_backend.LocalBackend`) as
 ``python -m app.jobs.worker --config <file>`` — a fresh interpreter (fork + exec), never a
 fork of a process that may already hold a CUDA context. It can also run on its own next
 to a server that only queues (``jobs.start_worker: false``), on any machine that reaches

@@ -13,7 +13,7 @@ import pytest
 
 from app.jobs import JobQueue, JobSettings
 from app.store.jobs import CANCELLED, INTERRUPTED
-from tests.unit.test_jobs_worker import (
+from tests.integration.test_jobs_worker import (
     TEXTS,
     Env,
     check_succeeded,
