@@ -10,8 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.attribution.settings import CircuitSettings
-from analysis.compare import CompareThresholds
-from analysis.comparison import MAX_PROMPT_SET, PromptSetItem
+from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.models import NAME_PATTERN
 from analysis.prompts import PromptSpec
 from analysis.screening import MAX_PROMPT_CHARS, ScreenItem

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.attribution import CircuitResult, Node
-from analysis.compare import NeuronChange
-from analysis.comparison import ComparisonResult, layer_weight_totals
+from analysis.comparison import ComparisonResult, NeuronChange, layer_weight_totals
 from frontend.graph import TOWARDS_A, TOWARDS_B, graph_figure, show_token
 
 CATEGORY_TEXT = {

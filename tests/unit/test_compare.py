@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from analysis.compare import (
+from analysis.comparison import (
     CompareThresholds,
     categorize,
     compare_influences,

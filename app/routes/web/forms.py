@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from analysis.attribution import CircuitSettings
-from analysis.compare import CompareThresholds
+from analysis.comparison import CompareThresholds
 from analysis.errors import InputError
 from analysis.screening import MAX_PROMPT_CHARS
 from app.schemas import CompareBody, PredictRequest

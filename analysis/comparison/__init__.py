@@ -1,0 +1,78 @@
+"""Base vs fine-tuned comparison, one module per idea:
+
+* :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (correction,
+  compensation, no change, made worse) with its reasons and thresholds;
+* :mod:`~analysis.comparison.weights` - relative weight change per layer and module;
+* :mod:`~analysis.comparison.patching` - activation patching, variant into base, per layer;
+* :mod:`~analysis.comparison.run` - the two-phase run (variant, then base) and its result.
+"""
+
+from analysis.comparison.patching import LayerShare, patch_layers, record_layers
+from analysis.comparison.run import (
+    MAX_PROMPT_SET,
+    CompareRequest,
+    ComparisonResult,
+    Observation,
+    PromptProbs,
+    PromptRow,
+    PromptSetItem,
+    SideSummary,
+    Signature,
+    assemble,
+    check_pair,
+    compare_loaded,
+    observe_base,
+    observe_variant,
+    prompt_probs,
+    variant_weights_dir,
+)
+from analysis.comparison.verdict import (
+    CircuitComparison,
+    CompareThresholds,
+    NeuronChange,
+    Verdict,
+    categorize,
+    compare_influences,
+    judge,
+)
+from analysis.comparison.weights import (
+    WeightChange,
+    layer_weight_totals,
+    split_name,
+    weight_changes,
+    weight_changes_from_files,
+)
+
+__all__ = [
+    "MAX_PROMPT_SET",
+    "CircuitComparison",
+    "CompareRequest",
+    "CompareThresholds",
+    "ComparisonResult",
+    "LayerShare",
+    "NeuronChange",
+    "Observation",
+    "PromptProbs",
+    "PromptRow",
+    "PromptSetItem",
+    "SideSummary",
+    "Signature",
+    "Verdict",
+    "WeightChange",
+    "assemble",
+    "categorize",
+    "check_pair",
+    "compare_influences",
+    "compare_loaded",
+    "judge",
+    "layer_weight_totals",
+    "observe_base",
+    "observe_variant",
+    "patch_layers",
+    "prompt_probs",
+    "record_layers",
+    "split_name",
+    "variant_weights_dir",
+    "weight_changes",
+    "weight_changes_from_files",
+]
