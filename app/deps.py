@@ -1,4 +1,5 @@
-"""Typed access to the app's shared state from routes."""
+"""Typed access to the app's shared state from routes, and the access policy: routes
+read nothing from ``request.app.state`` themselves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
 
 from analysis.errors import CircuitlabError
 from app.jobs.queue import JobQueue
@@ -23,6 +25,11 @@ def get_manager(request: Request) -> ModelManager:
     return request.app.state.manager  # type: ignore[no-any-return]
 
 
+def templates_of(request: Request) -> Jinja2Templates:
+    """The page templates (with the app's filters and globals)."""
+    return request.app.state.templates  # type: ignore[no-any-return]
+
+
 def get_labels(request: Request) -> LabelStore:
     return request.app.state.labels  # type: ignore[no-any-return]
 
@@ -35,6 +42,7 @@ LabelsDep = Annotated[LabelStore, Depends(get_labels)]
 RunsDep = Annotated[RunStore, Depends(get_runs)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+TemplatesDep = Annotated[Jinja2Templates, Depends(templates_of)]
 
 
 class Forbidden(CircuitlabError):

@@ -12,7 +12,7 @@ from analysis.attribution import CircuitSettings
 from analysis.errors import InputError
 from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
-from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.forms import AnalyzeForm, page_context
 from app.routes.web.rendering import render_run
 from app.schemas import prompt_spec
@@ -34,7 +34,7 @@ async def analyze_page(
     form = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b,
             "answer_prefix": answer_prefix, "system_prompt": system_prompt,
             "chat_template": chat_template}
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "analyze.html", page_context(manager, settings, form))
 
 
@@ -49,7 +49,7 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
         lambda lm: (predict(lm, spec, answers, form.top_k, settings.limits),
                     predict_formats(lm, spec, answers, 5, settings.limits)),
     )
-    templates = request.app.state.templates
+    templates = templates_of(request)
     return templates.TemplateResponse(request, "_prediction.html",
                                       {"p": prediction, "formats": formats})
 

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from analysis.screening import MAX_PROMPT_CHARS
-from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.forms import COMPARE_DEFAULTS, CompareForm
 from app.services.compare import (
     PROMPT_SET_HELP,
@@ -100,7 +100,7 @@ async def compare_page(
                      "answer_prefix": spec.get("answer_prefix", ""),
                      "tau": source.params.get("tau", 0.15)})
         form["base"] = base or source.model
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "compare.html", _context(manager, settings, runs, form))
 
 
@@ -109,7 +109,7 @@ async def compare_run(request: Request, form: Annotated[CompareForm, Form()],
                       manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
                       labels: LabelsDep) -> HTMLResponse:
     run = await run_in_threadpool(run_comparison, form.body(), manager, settings, runs)
-    response = request.app.state.templates.TemplateResponse(
+    response = templates_of(request).TemplateResponse(
         request, "_compare.html", {"c": _view(run, runs, manager, labels)})
     response.headers["HX-Push-Url"] = f"/compare/{run.id}"
     return response
@@ -122,7 +122,7 @@ async def compare_permalink(request: Request, run_id: str, manager: ManagerDep,
     run = stored_comparison(runs, run_id)
     context = _context(manager, settings, runs, _form_of(run))
     context["c"] = _view(run, runs, manager, labels)
-    return request.app.state.templates.TemplateResponse(request, "compare.html", context)
+    return templates_of(request).TemplateResponse(request, "compare.html", context)
 
 
 @router.get("/compare/{run_id}/export/{what}")

@@ -13,7 +13,15 @@ from analysis.correction.config import TrainingConfig, from_seed_yaml, to_seed_y
 from analysis.correction.preview import in_context_preview
 from analysis.correction.textcheck import suggest_topic_words
 from analysis.errors import InputError
-from app.deps import ManagerDep, QueueDep, RunsDep, SettingsDep, check_token
+from app.deps import (
+    ManagerDep,
+    QueueDep,
+    RunsDep,
+    SettingsDep,
+    check_token,
+    get_manager,
+    templates_of,
+)
 from app.jobs.queue import JobQueue
 from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of
 from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
@@ -39,7 +47,7 @@ router = APIRouter(include_in_schema=False)
 
 def _context(request: Request, settings: Settings, queue: JobQueue,
              form: dict[str, Any]) -> dict[str, Any]:
-    manager = request.app.state.manager
+    manager = get_manager(request)
     manager.refresh()
     bases = [s.name for s in manager.registry.specs() if s.kind == "base"]
     return {"form": {**JOB_DEFAULTS, "base_model": settings.default_model, **form},
@@ -72,7 +80,7 @@ async def jobs_page(
             source.prompt, [form["answer_a"], form["answer_b"]]))
     if rerun:
         form = form_of(TrainingConfig.model_validate(job_or_404(queue, rerun).config))
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "jobs.html", _context(request, settings, queue, form))
 
 
@@ -88,7 +96,7 @@ async def import_yaml(request: Request, settings: SettingsDep, queue: QueueDep,
     form = form_of(cfg)
     if not form["base_model"]:
         form["base_model"] = base_model or settings.default_model
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "_job_form.html", _context(request, settings, queue, form))
 
 
@@ -99,7 +107,7 @@ async def check_page(request: Request, form: Annotated[JobForm, Form()],
     cfg = form.config()
     token = await manager.run(cfg.base_model or "", lambda lm: _wrong_token(lm, cfg))
     findings = text_findings(cfg, token)
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "_text_check.html", {"findings": findings, "texts": cfg.texts,
                                       "cfg": cfg, "wrong_token": token})
 
@@ -124,7 +132,7 @@ async def preview_page(request: Request, form: Annotated[JobForm, Form()],
         cfg.base_model or "",
         lambda lm: in_context_preview(lm, target.prompt_spec(), target.answer_a,
                                       target.answer_b, cfg.texts))
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "_preview.html", {"p": preview})
 
 
@@ -153,7 +161,7 @@ async def submit_page(request: Request, form: Annotated[JobForm, Form()],
 async def job_page(request: Request, job_id: str, queue: QueueDep,
                    settings: SettingsDep) -> HTMLResponse:
     job = job_or_404(queue, job_id)
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "job.html", _status_context(queue, job, settings))
 
 
@@ -171,7 +179,7 @@ async def job_status(request: Request, job_id: str, queue: QueueDep,
                      settings: SettingsDep) -> HTMLResponse:
     """The polled fragment: state, progress, loss curve, log tail, evaluation."""
     job = job_or_404(queue, job_id)
-    response = request.app.state.templates.TemplateResponse(
+    response = templates_of(request).TemplateResponse(
         request, "_job_status.html", _status_context(queue, job, settings))
     if job.state in TERMINAL:
         response.status_code = 286  # htmx: stop polling (the content still swaps in)
@@ -217,7 +225,7 @@ async def experiments_page(request: Request, queue: QueueDep,
                            target: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
     """All jobs on one target case as the seeds' summary table (or the list of targets)."""
     jobs = queue.list(target_key=target or None, limit=500)
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "experiments.html", {"rows": experiment_rows(jobs), "target": target})
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from app.deps import get_settings, templates_of
 from app.routes.web.forms import page_context, settings_form_values
 from app.services.model_manager import ModelManager
 from app.services.runs import load_result, tau_floor
@@ -25,7 +26,7 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
         "graph": graph_view(result, len(result.nodes), None, 0.0),
         "tau_floor": floor,
     }
-    templates = request.app.state.templates
+    templates = templates_of(request)
     if fragment:
         return templates.TemplateResponse(request, "_run.html", ctx)
     spec = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
@@ -34,5 +35,5 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
             "system_prompt": spec.get("system_prompt") or "",
             "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
             "answer_b": run.answer_b or "", **settings_form_values(p), "model": run.model}
-    page = page_context(manager, request.app.state.settings, form)
+    page = page_context(manager, get_settings(request), form)
     return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})

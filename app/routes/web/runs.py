@@ -13,7 +13,7 @@ from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
 from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.models import LoadedModel
-from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.rendering import render_run
 from app.services.runs import label_owner, load_result, stored_run
 from app.store.tables import Run
@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/runs", response_class=HTMLResponse)
 async def runs_page(request: Request, runs: RunsDep) -> HTMLResponse:
-    return request.app.state.templates.TemplateResponse(
+    return templates_of(request).TemplateResponse(
         request, "runs.html", {"runs": runs.listing()})
 
 
@@ -44,7 +44,7 @@ async def run_graph(
     """The graph and the neurons table at a stricter tau / edge threshold, no recompute."""
     result = load_result(stored_run(runs, run_id), manager, labels)
     view = refilter(result, tau, edge_threshold)
-    return request.app.state.templates.TemplateResponse(request, "_graph.html", {
+    return templates_of(request).TemplateResponse(request, "_graph.html", {
         "graph": graph_view(view, len(result.nodes), tau, edge_threshold),
         "run": run_view(result, run_id)})
 
@@ -54,7 +54,7 @@ def _panel(request: Request, run: Run, result: CircuitResult, lm: LoadedModel,
            saved: bool = False) -> HTMLResponse:
     description = describe_neuron(lm.model, lm.tokenizer, layer, neuron, top_k=8)
     panel = neuron_panel(result, layer, neuron, description, label, position)
-    return request.app.state.templates.TemplateResponse(request, "_neuron_panel.html", {
+    return templates_of(request).TemplateResponse(request, "_neuron_panel.html", {
         "panel": panel, "run": run_view(result, run.id), "saved": saved})
 
 
@@ -113,7 +113,7 @@ async def run_intervene(
     outcome = await manager.run(run.model, lambda lm: intervene(
         lm.model, lm.tokenizer, result.input_ids, [edit], result.target_a, result.target_b,
         top_k=10))
-    return request.app.state.templates.TemplateResponse(request, "_intervention.html", {
+    return templates_of(request).TemplateResponse(request, "_intervention.html", {
         "r": outcome, "edit": edit, "run": run_view(result, run.id),
         "position_token": result.tokens[position].text if position is not None
         and position < len(result.tokens) else None})

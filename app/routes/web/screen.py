@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from analysis.errors import InputError, LimitExceeded
 from analysis.screening import ScreenOptions, parse_screen_json, screen
-from app.deps import ManagerDep, SettingsDep
+from app.deps import ManagerDep, SettingsDep, templates_of
 from frontend.views import analyze_link
 
 router = APIRouter(include_in_schema=False)
@@ -26,7 +26,7 @@ EXAMPLE = """[
 @router.get("/screen", response_class=HTMLResponse)
 async def screen_page(request: Request, manager: ManagerDep,
                       settings: SettingsDep) -> HTMLResponse:
-    return request.app.state.templates.TemplateResponse(request, "screen.html", {
+    return templates_of(request).TemplateResponse(request, "screen.html", {
         "models": manager.registry.names(), "default_model": settings.default_model,
         "example": EXAMPLE, "limits": settings.limits})
 
@@ -73,5 +73,5 @@ async def screen_run(
                           answer_prefix=answer_prefix, chat_template=chat_template,
                           system_prompt=system_prompt if chat_template else None)
              for r in result.rows]
-    return request.app.state.templates.TemplateResponse(request, "_screen_results.html", {
+    return templates_of(request).TemplateResponse(request, "_screen_results.html", {
         "result": result, "links": links})
