@@ -15,15 +15,30 @@ from pydantic import BaseModel, Field
 
 from analysis.errors import InputError, LimitExceeded
 
+MAX_PROMPT_CHARS = 4000
+MAX_SYSTEM_CHARS = 4000
+MAX_PREFIX_CHARS = 200
+
 
 class PromptSpec(BaseModel):
-    prompt: str = Field(description="The user's prompt (a completion stem or a question).")
+    """A prompt and its format, declared once: every request, form and stored run that
+    carries a prompt inherits or nests this class."""
+
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS,
+                        description="The user's prompt (a completion stem or a question).")
     chat_template: bool = Field(False, description="Wrap in the model's chat template.")
     system_prompt: str | None = Field(
-        None, description="System turn (chat template only). None: whatever the template "
+        None, max_length=MAX_SYSTEM_CHARS,
+        description="System turn (chat template only). None: whatever the template "
         "does without one (SmolLM2's inserts a default persona); '': an empty system turn, "
         "the seeds' setting.")
-    answer_prefix: str = Field("", description="Pre-filled start of the answer, e.g. ' Answer:'.")
+    answer_prefix: str = Field("", max_length=MAX_PREFIX_CHARS,
+                               description="Pre-filled start of the answer, e.g. ' Answer:'.")
+
+    @classmethod
+    def of(cls, source: BaseModel) -> PromptSpec:
+        """The prompt part of a request or form that inherits these fields."""
+        return cls.model_validate(source.model_dump(include=set(cls.model_fields)))
 
 
 class TokenView(BaseModel):

@@ -17,7 +17,7 @@ from analysis.answers import resolve_answer
 from analysis.errors import InputError
 from analysis.models import LoadedModel
 from analysis.predict import Limits, TokenProb, next_token_logits, rank_of, top_tokens
-from analysis.prompts import PromptSpec, format_label, format_prompt, token_text
+from analysis.prompts import MAX_PROMPT_CHARS, PromptSpec, format_label, format_prompt, token_text
 from analysis.whole_answer import whole_answer_scores
 
 DEFAULT_FILLER = [
@@ -25,7 +25,6 @@ DEFAULT_FILLER = [
     "their", "usually", "typically", "often", "mainly", "primarily", "most", "in", "of",
     "to", "and", "which", "made", "produced", "by", "as", "',", ",", ".", ":", "",
 ]
-MAX_PROMPT_CHARS = 4000
 
 
 class ScreenItem(BaseModel):

@@ -12,21 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.models import NAME_PATTERN
-from analysis.prompts import PromptSpec
-from analysis.screening import MAX_PROMPT_CHARS, ScreenItem
-
-MAX_SYSTEM_CHARS = 4000
+from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
+from analysis.screening import ScreenItem
 
 
-class PromptFields(BaseModel):
+class PromptFields(PromptSpec):
+    """A registered model's name and the prompt with its format (inherited from
+    PromptSpec, flat)."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN,
                               description="Registered model name; default model if omitted.")
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
-    chat_template: bool = False
-    system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_CHARS)
-    answer_prefix: str = Field("", max_length=200)
 
 
 class PredictRequest(PromptFields):
@@ -82,19 +79,15 @@ class LabelRequest(BaseModel):
     label: str = Field(max_length=200, description="Empty deletes the label.")
 
 
-class CompareBody(CircuitSettings):
+class CompareBody(PromptSpec, CircuitSettings):
     """Compare a fine-tuned variant with its base on one prompt (plus a prompt set); the
-    circuit settings are inherited, flat."""
+    prompt with its format and the circuit settings are inherited, flat."""
 
     model_config = ConfigDict(extra="forbid")
 
     base: str = Field(max_length=64, pattern=NAME_PATTERN, description="The base model.")
     variant: str = Field(max_length=64, pattern=NAME_PATTERN,
                          description="A fine-tuned variant of the base (full or LoRA).")
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
-    chat_template: bool = False
-    system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_CHARS)
-    answer_prefix: str = Field("", max_length=200)
     answer_a: str = Field(min_length=1, max_length=200,
                           description="The right answer (m pushes towards it).")
     answer_b: str | None = Field(None, max_length=200, description="The wrong answer.")
@@ -104,7 +97,6 @@ class CompareBody(CircuitSettings):
                                                         "prompts with expected answers.")
 
 
-def prompt_spec(body: PromptFields) -> PromptSpec:
-    """The analysis layer's prompt model from a request's prompt fields."""
-    return PromptSpec(prompt=body.prompt, chat_template=body.chat_template,
-                      system_prompt=body.system_prompt, answer_prefix=body.answer_prefix)
+def prompt_spec(body: BaseModel) -> PromptSpec:
+    """The analysis layer's prompt model from a request that inherits its fields."""
+    return PromptSpec.of(body)

@@ -40,9 +40,7 @@ CIRCUITS = {"base_circuit", "tuned_circuit"}
 
 
 def compare_request(body: CompareBody) -> CompareRequest:
-    spec = PromptSpec(prompt=body.prompt, chat_template=body.chat_template,
-                      system_prompt=body.system_prompt, answer_prefix=body.answer_prefix)
-    circuit = CircuitRequest(prompt=spec, answer_a=body.answer_a,
+    circuit = CircuitRequest(prompt=PromptSpec.of(body), answer_a=body.answer_a,
                              answer_b=body.answer_b or None,
                              settings=CircuitSettings.of(body))
     return CompareRequest(circuit=circuit, prompt_set=body.prompt_set,

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError
 from analysis.attribution import CircuitSettings
 from analysis.comparison import CompareThresholds
 from analysis.errors import InputError
-from analysis.screening import MAX_PROMPT_CHARS
+from analysis.prompts import MAX_PROMPT_CHARS, MAX_SYSTEM_CHARS, PromptSpec
 from app.schemas import CompareBody, PredictRequest
 from app.services.compare import parse_prompt_set
 from app.services.model_manager import ModelManager
@@ -32,17 +32,22 @@ def settings_form_values(settings: CircuitSettings) -> dict[str, Any]:
     return values
 
 
-class AnalyzeForm(PredictRequest, CircuitSettings):
+class FormPrompt(PromptSpec):
+    """A prompt as an HTML form sends it. Blank fields arrive as "", which form parsing
+    treats as missing, so: a blank prompt defaults to "" (the analysis layer then says
+    "the prompt is empty" rather than "field required"), and a blank system prompt is the
+    seeds' empty system turn, not "no system turn" (which would let SmolLM2's template
+    insert its default persona)."""
+
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    system_prompt: str = Field("", max_length=MAX_SYSTEM_CHARS)
+
+
+class AnalyzeForm(FormPrompt, PredictRequest, CircuitSettings):
     """The Analyze form: the predict fields, with answers as two inputs, and the circuit
     settings (inherited; the page shows widgets for some, the rest keep their defaults).
     """
 
-    # A blank textarea arrives as "", which form parsing treats as missing: default it so
-    # the user gets the analysis layer's "the prompt is empty" rather than "field required".
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    # A blank system prompt in a form is the seeds' empty system turn, not "no system turn"
-    # (which would let SmolLM2's template insert its default persona).
-    system_prompt: str = Field("", max_length=4000)
     answers: list[str] = Field(default_factory=list)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
@@ -66,16 +71,12 @@ COMPARE_DEFAULTS: dict[str, Any] = {
 MAX_PROMPT_SET_CHARS = 60_000
 
 
-class CompareForm(CircuitSettings):
+class CompareForm(FormPrompt, CircuitSettings):
     """The Compare form's fields; circuit settings and thresholds flat, the prompt set as
     text lines."""
 
     base: str = Field("", max_length=64)
     variant: str = Field("", max_length=64)
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    chat_template: bool = False
-    system_prompt: str = Field("", max_length=4000)
-    answer_prefix: str = Field("", max_length=200)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
     large: float = Field(0.1, gt=0, le=1)
@@ -96,9 +97,8 @@ class CompareForm(CircuitSettings):
                              field="answer_a")
         try:
             return CompareBody(
-                base=self.base, variant=self.variant, prompt=self.prompt,
-                chat_template=self.chat_template, system_prompt=self.system_prompt,
-                answer_prefix=self.answer_prefix, answer_a=self.answer_a,
+                base=self.base, variant=self.variant, **PromptSpec.of(self).model_dump(),
+                answer_a=self.answer_a,
                 answer_b=self.answer_b or None, **CircuitSettings.of(self).model_dump(),
                 thresholds=CompareThresholds(large=self.large, persistent=self.persistent,
                                              removed=self.removed,
