@@ -131,3 +131,62 @@ def replaced_outputs_hidden(
                 handle.output = (h, *out[1:]) if isinstance(out, tuple) else h
             hidden = traced(base).output.last_hidden_state[:, -1].save()
     return hidden
+
+
+# ---------------------------------------------------------------------------------------
+# NDIF: models no local GPU holds
+# ---------------------------------------------------------------------------------------
+
+
+class RemoteAccess:
+    """A model that runs on NDIF through nnsight's remote execution.
+
+    ``wrapper`` is an nnsight ``LanguageModel``: for NDIF proper it holds only the config
+    and tokenizer (meta weights; the server has the model), and requests go to NDIF with
+    the API key read from the environment at call time - never stored or logged. With
+    ``simulate`` the weights are local and every request goes through nnsight's local
+    simulation of the remote path instead: serialized exactly as for NDIF, deserialized
+    with the caller's own modules hidden, then run here (tests and dry runs)."""
+
+    def __init__(self, wrapper: Any, *, simulate: bool, host: str | None,
+                 api_key_env: str) -> None:
+        self.wrapper = wrapper
+        self.simulate = simulate
+        self.host = host
+        self.api_key_env = api_key_env
+
+    def trace_kwargs(self) -> dict[str, Any]:
+        if self.simulate:
+            return {"remote": "local"}
+        import os
+
+        from nnsight.intervention.backends.remote import RemoteBackend
+
+        from analysis.errors import InputError
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise InputError(f"this model runs on NDIF: set {self.api_key_env} to your NDIF "
+                             "API key in the server's environment", field="model")
+        return {"backend": RemoteBackend(self.wrapper.to_model_key(), host=self.host,
+                                         api_key=key)}
+
+
+def forward_logits(lm: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, keep: int) -> torch.Tensor:
+    """The last ``keep`` positions' logits of a batch, float32 on the CPU: a plain forward
+    of a local model, or one nnsight trace that NDIF (or its simulation) executes."""
+    remote: RemoteAccess | None = getattr(lm, "remote", None)
+    if remote is None:
+        device = lm.input_device
+        with torch.inference_mode():
+            out = lm.model(input_ids=input_ids.to(device),
+                           attention_mask=attention_mask.to(device),
+                           position_ids=position_ids.to(device), logits_to_keep=keep)
+        return out.logits.float().cpu()
+    wrapper = remote.wrapper
+    with torch.no_grad(), wrapper.trace(input_ids=input_ids, attention_mask=attention_mask,
+                                        position_ids=position_ids, logits_to_keep=keep,
+                                        **remote.trace_kwargs()):
+        logits = wrapper.output.logits.save()
+    return logits.float().cpu()

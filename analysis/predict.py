@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from analysis.access import forward_logits
 from analysis.answers import AnswerToken, resolve_answer
 from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel
@@ -89,15 +90,7 @@ def next_token_logits(lm: LoadedModel, batch: Sequence[Sequence[int]]) -> Any:
     # Left padding keeps every prompt's last token in the last column; explicit positions
     # make the padded rows see the same positions as an unpadded run.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    device = lm.input_device
-    with torch.inference_mode():
-        out = lm.model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            logits_to_keep=1,
-        )
-    return out.logits[:, -1, :].float().cpu()
+    return forward_logits(lm, ids, mask, positions, 1)[:, -1, :]
 
 
 def rank_of(logits: Any, token_id: int) -> int:

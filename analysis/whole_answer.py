@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from analysis.access import forward_logits
 from analysis.models import LoadedModel
 
 WHOLE_BATCH = 16
@@ -53,13 +54,8 @@ def whole_answer_scores(
             ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
             mask[row, width - len(seq):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = lm.input_device
-        with torch.inference_mode():
-            logits = lm.model(
-                input_ids=ids.to(device), attention_mask=mask.to(device),
-                position_ids=positions.to(device), logits_to_keep=longest + 1,
-            ).logits.float()
-        logp = logits.log_softmax(-1).cpu()  # [B, longest + 1, V]
+        logits = forward_logits(lm, ids, mask, positions, longest + 1)
+        logp = logits.log_softmax(-1)  # [B, longest + 1, V]
         for row, (_, answer) in enumerate(chunk):
             n = len(answer)
             # Column -1 predicts after the whole answer; the answer's tokens are predicted

@@ -247,6 +247,7 @@ def train(
     try:
         say(f"loading {base.name} for training ({cfg.method})")
         lm = load_model(base, Path(cache_dir))
+        lm.require_local("fine-tuning")
         say(f"loaded {base.name} on {lm.device} ({lm.dtype}) in {lm.load_seconds:.1f} s")
         examples, truncated = build_examples(cfg, lm.tokenizer)
         for i in truncated:

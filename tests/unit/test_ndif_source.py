@@ -1,0 +1,90 @@
+"""Models NDIF hosts (source: ndif). Nothing here can reach NDIF, so what can be tested is:
+the same traced code runs through nnsight's local simulation of the remote path (the
+request is serialized exactly as for NDIF, deserialized with this project's modules
+hidden, then executed) and gives the numbers a local model gives; the API key comes from
+the environment at call time; work that needs local weights is refused by name."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from analysis.analyze import CircuitRequest, analyze, intervene_on_prompt
+from analysis.attribution import NeuronEdit
+from analysis.errors import InputError
+from analysis.models import ModelSpec, load_model
+from analysis.predict import predict
+from analysis.prompts import PromptSpec
+from analysis.screening import ScreenItem, screen
+
+PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
+
+
+@pytest.fixture(scope="module")
+def simulated(tiny_dirs: dict[str, Path]):  # type: ignore[no-untyped-def]
+    spec = ModelSpec(name="tiny-ndif", source="ndif", hf_id="example/tiny-llama",
+                     path=tiny_dirs["llama"], ndif_simulate=True)
+    return load_model(spec, tiny_dirs["llama"].parent)
+
+
+def test_predict_and_screen_through_the_simulated_remote_path(simulated, tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    assert simulated.remote is not None and simulated.device == "ndif"
+    local = tiny_lms["llama"]
+    spec = PromptSpec(prompt=PROMPT)
+    remote_p = predict(simulated, spec, [" aldosterone", " renin"], top_k=5)
+    local_p = predict(local, spec, [" aldosterone", " renin"], top_k=5)
+    assert [t.token_id for t in remote_p.top] == [t.token_id for t in local_p.top]
+    for r, ref in zip(remote_p.answers, local_p.answers, strict=True):
+        assert r.prob == pytest.approx(ref.prob, rel=1e-5)
+        assert r.whole is not None and ref.whole is not None
+        assert r.whole.logprob == pytest.approx(ref.whole.logprob, abs=1e-4)
+    items = [ScreenItem(prompt=PROMPT, answer="aldosterone"),
+             ScreenItem(prompt="The capital of France is", answer="Paris")]
+    remote_rows = screen(simulated, items).rows
+    local_rows = screen(local, items).rows
+    for r, ref in zip(remote_rows, local_rows, strict=True):
+        assert (r.top1.token_id, r.correct_rank, r.target) == (
+            ref.top1.token_id, ref.correct_rank, ref.target)
+
+
+def test_work_that_needs_local_weights_is_refused_by_name(simulated) -> None:  # type: ignore[no-untyped-def]
+    req = CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
+                         answer_b=" renin")
+    with pytest.raises(InputError, match=r"runs on NDIF.*attribution") as info:
+        analyze(simulated, req)
+    assert info.value.field == "model"
+    with pytest.raises(InputError, match="intervention"):
+        intervene_on_prompt(simulated, PromptSpec(prompt=PROMPT),
+                            [NeuronEdit(layer=0, neuron=1)])
+
+
+def test_real_ndif_needs_its_key_from_the_environment(tiny_dirs, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Configured for NDIF proper: config and tokenizer from the local HF cache, meta
+    weights, the request names the model by its id. Without the key set, a prediction
+    says which variable to set - before anything leaves the machine."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--acme--tiny-llama"
+    shutil.copytree(tiny_dirs["llama"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    spec = ModelSpec(name="tiny-remote", source="ndif", hf_id="acme/tiny-llama",
+                     hf_cache_dir=tmp_path, ndif_api_key_env="CIRCUITLAB_TEST_NDIF_KEY")
+    lm = load_model(spec, tmp_path)
+    assert next(lm.model.parameters()).device.type == "meta"  # no weights here
+    monkeypatch.delenv("CIRCUITLAB_TEST_NDIF_KEY", raising=False)
+    with pytest.raises(InputError, match="CIRCUITLAB_TEST_NDIF_KEY"):
+        predict(lm, PromptSpec(prompt=PROMPT))
+    # The key is read at call time and never stored with the model's settings. (With it
+    # set, nnsight canonicalizes the model id against the Hub while building the request:
+    # NDIF needs the network anyway, this machine has none, so that part is not run here.)
+    monkeypatch.setenv("CIRCUITLAB_TEST_NDIF_KEY", "secret-value")
+    assert "secret-value" not in repr(spec.model_dump()) + repr(vars(lm.remote))
+
+
+def test_an_ndif_model_needs_its_id() -> None:
+    with pytest.raises(ValueError, match="needs hf_id"):
+        ModelSpec(name="x", source="ndif")
+    with pytest.raises(ValueError, match="weights at path"):
+        ModelSpec(name="x", source="ndif", hf_id="meta-llama/Llama-3.1-8B", ndif_simulate=True)
