@@ -175,11 +175,19 @@ class RayBackend:
             ray.cancel(ref, force=False)
         if self.inflight:
             ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
+        forced = []
         for ref, item in list(self.inflight.items()):
             job = self.ctx.store.get(item.job_id)
             if job is not None and job.state in ACTIVE:
                 ray.cancel(ref, force=True)
-                self.ctx.store.interrupt(item.job_id, "the server stopped its Ray task")
+                forced.append((ref, item))
+        if forced:
+            # A killed task's process may still be alive for a moment, mid-write to the
+            # database: let it go before recording the interruption (a SQLite writer that
+            # holds the lock would otherwise make this write wait, or fail, under load).
+            ray.wait([ref for ref, _ in forced], num_returns=len(forced), timeout=15)
+        for _, item in forced:
+            self.ctx.store.interrupt(item.job_id, "the server stopped its Ray task")
         self.inflight.clear()
         if self.started_ray:
             ray.shutdown()

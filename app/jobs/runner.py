@@ -9,7 +9,8 @@ and talks to the world only through the app's database and the file system:
 3. trains (``analysis.correction.train``) with each optimizer step written as the job's
    progress + a ``job_metrics`` row + a heartbeat, and the cancel flag read from the
    database at most every ``cancel_poll_s`` (sooner when the worker was nudged);
-4. evaluates (state ``evaluating``): the target before -> after (top-k, P(A), P(B), m),
+4. evaluates (state ``evaluating``; :mod:`app.jobs.evaluation`): the target before ->
+   after (top-k, P(A), P(B), m, first token and whole answer),
    the evaluation set, and greedy generations checked for degeneration;
 5. registers the variant (``variants`` row, files under ``<cache_dir>/variants/<name>/``)
    and ends succeeded, in one transaction.
@@ -29,7 +30,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError, InputError, UnknownModel
 from analysis.models import NAME_PATTERN, ModelSpec
+from app.jobs.evaluation import evaluate_variant
 from app.store.jobs import (
     ACTIVE,
     CANCELLED,
@@ -57,9 +59,6 @@ from app.store.jobs import (
 from app.store.tables import Job, Variant, make_engine
 
 VARIANTS_DIR = "variants"
-TOP_K = 10
-DEGENERATION_PROMPTS = 4
-DEGENERATION_TOKENS = 32
 
 _SESSIONS: dict[str, sessionmaker[Session]] = {}
 
@@ -237,101 +236,8 @@ def _free() -> None:
         pass
 
 
-def evaluate_variant(cfg: Any, base_spec: ModelSpec, variant_spec: ModelSpec,
-                     cache_dir: Path, say: Callable[[str], None],
-                     checkpoint: Callable[[], None]) -> dict[str, Any]:
-    """Before (the base) vs after (the variant): the target's top-k and A/B scores, the
-    evaluation set, and a degeneration check of greedy generations on both."""
-    from analysis.correction.evaluate import degeneration_check, evaluate_prompts
-    from analysis.models import activate, load_lora_variant, load_model
-    from analysis.predict import Limits, predict
-
-    started = time.perf_counter()
-    say(f"evaluation: loading {base_spec.name}")
-    before = load_model(base_spec, cache_dir)
-    checkpoint()
-    if variant_spec.kind == "lora":
-        # One copy of the base: the adapter is an overlay on it (Compare's LoRA path),
-        # switched on for "after" and off for "before".
-        say(f"evaluation: attaching the LoRA adapter {variant_spec.name}")
-        after = load_lora_variant(variant_spec, before, cache_dir)
-    else:
-        say(f"evaluation: loading the fine-tuned {variant_spec.name}")
-        after = load_model(variant_spec, cache_dir)
-    checkpoint()
-
-    out: dict[str, Any] = {}
-    limits = Limits(max_prompt_tokens=max(cfg.max_length, 8), max_top_k=TOP_K)
-    target = cfg.target
-    if target is not None:
-        say("evaluation: the target prompt before -> after")
-        answers = [target.answer_a, target.answer_b]
-        activate(before)
-        p_before = predict(before, target.prompt_spec(), answers, TOP_K, limits)
-        activate(after)
-        p_after = predict(after, target.prompt_spec(), answers, TOP_K, limits)
-        out["target"] = {
-            "prompt": p_after.prompt.text,
-            "before": _prediction_summary(p_before),
-            "after": _prediction_summary(p_after),
-        }
-        checkpoint()
-    style = target.prompt_spec() if target is not None else None
-    items = cfg.eval_items()
-    if items:
-        say(f"evaluation: {len(items)} evaluation prompt(s)")
-        rows = evaluate_prompts(before, after, items, style=style, max_tokens=cfg.max_length)
-        out["items"] = [dict(r.model_dump(mode="json"), fixed=r.fixed, broken=r.broken,
-                             delta_p_expected=r.delta_p_expected) for r in rows]
-        out["summary"] = {
-            "n_items": len(rows),
-            "correct_before": sum(r.before.correct for r in rows),
-            "correct_after": sum(r.after.correct for r in rows),
-            "fixed": sum(r.fixed for r in rows),
-            "broken": sum(r.broken for r in rows),
-            "target_fixed": any(r.fixed for r in rows if r.kind == "target"),
-            "target_correct_after": next((r.after.correct for r in rows
-                                          if r.kind == "target"), None),
-        }
-        checkpoint()
-    prompts = [i.prompt for i in items][:DEGENERATION_PROMPTS] or [
-        " ".join(t.split()[:6]) for t in cfg.texts[:2]]
-    say(f"evaluation: degeneration check on {len(prompts)} prompt(s)")
-    deg_before = degeneration_check(before, prompts, DEGENERATION_TOKENS, style=style,
-                                    max_tokens=cfg.max_length)
-    deg_after = degeneration_check(after, prompts, DEGENERATION_TOKENS, style=style,
-                                   max_tokens=cfg.max_length)
-    out["degeneration"] = {
-        "before": dict(deg_before.model_dump(mode="json"),
-                       n_degenerate=deg_before.n_degenerate),
-        "after": dict(deg_after.model_dump(mode="json"), n_degenerate=deg_after.n_degenerate),
-        # Small base models loop too: what matters is whether the correction made it worse.
-        "worse": deg_after.n_degenerate > deg_before.n_degenerate,
-    }
-    out["seconds"] = round(time.perf_counter() - started, 2)
-    return out
 
 
-def _prediction_summary(p: Any) -> dict[str, Any]:
-    a, b = p.answers
-
-    def side(x: Any) -> dict[str, Any]:
-        # First-token scores (the metric's: " renin" -> " ren") and the whole answer's.
-        return {"answer": x.answer.answer, "token": x.answer.token_text, "prob": x.prob,
-                "logit": x.logit, "rank": x.rank,
-                "whole_prob": x.whole.prob if x.whole else None,
-                "whole_logprob": x.whole.logprob if x.whole else None,
-                "n_tokens": x.answer.n_tokens}
-
-    return {
-        "format": p.format,
-        "top": [t.model_dump(mode="json") for t in p.top],
-        "a": side(a),
-        "b": side(b),
-        "m": a.logit - b.logit,
-        "whole_m": (a.whole.logprob - b.whole.logprob) if a.whole and b.whole else None,
-        "top1": p.top[0].text if p.top else None,
-    }
 
 
 # -- the job -------------------------------------------------------------------------------
