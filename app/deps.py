@@ -70,3 +70,19 @@ def check_token(request: Request, settings: Settings, form_token: str = "") -> N
     if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
         raise Forbidden("a valid API token is needed to change the job queue",
                         field="token")
+
+
+def queue_access(request: Request, settings: SettingsDep) -> None:
+    """The access policy for the JSON API's queue-changing routes (header token)."""
+    check_token(request, settings)
+
+
+async def queue_access_form(request: Request, settings: SettingsDep) -> None:
+    """The same policy for the pages' forms: the header, or the form's ``token`` field."""
+    form = await request.form()
+    token = form.get("token")
+    check_token(request, settings, token if isinstance(token, str) else "")
+
+
+QueueAccess = Depends(queue_access)
+QueueAccessForm = Depends(queue_access_form)

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from analysis.screening import MAX_PROMPT_CHARS
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
-from app.routes.web.forms import COMPARE_DEFAULTS, CompareForm
+from app.routes.web.forms import COMPARE_DEFAULTS, CompareForm, run_form_values
 from app.services.compare import (
     PROMPT_SET_HELP,
     load_comparison,
@@ -92,12 +92,7 @@ async def compare_page(
         source = runs.get(run)
         if source is None:
             raise HTTPException(404, f"no run with id {run!r}")
-        spec = source.params.get("prompt_spec", {})
-        form.update({"prompt": source.prompt, "answer_a": source.answer_a or "",
-                     "answer_b": source.answer_b or "", "method": source.method or "relp",
-                     "chat_template": spec.get("chat_template", False),
-                     "system_prompt": spec.get("system_prompt") or "",
-                     "answer_prefix": spec.get("answer_prefix", ""),
+        form.update({**run_form_values(source), "method": source.method or "relp",
                      "tau": source.params.get("tau", 0.15)})
         form["base"] = base or source.model
     return templates_of(request).TemplateResponse(

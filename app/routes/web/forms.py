@@ -15,6 +15,7 @@ from app.schemas import CompareBody, PredictRequest
 from app.services.compare import parse_prompt_set
 from app.services.model_manager import ModelManager
 from app.settings import Settings
+from app.store.tables import Run
 
 # What the form shows before anything is typed; the Analyze page and a permalink both
 # fill the same template from a dict like this one. The circuit settings' defaults come
@@ -30,6 +31,15 @@ def settings_form_values(settings: CircuitSettings) -> dict[str, Any]:
     values = settings.model_dump()
     values["max_nodes"] = values["max_nodes"] or FORM_DEFAULTS["max_nodes"]
     return values
+
+
+def run_form_values(run: Run) -> dict[str, Any]:
+    """A stored run as form values - its prompt with its format and its answers - for the
+    Analyze, Compare and Jobs forms alike (a blank system prompt is the form's '')."""
+    stored = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
+    spec = PromptSpec.model_validate({**stored, "prompt": run.prompt})
+    return {**spec.model_dump(), "system_prompt": spec.system_prompt or "",
+            "answer_a": run.answer_a or "", "answer_b": run.answer_b or ""}
 
 
 class FormPrompt(PromptSpec):

@@ -15,14 +15,15 @@ from analysis.correction.textcheck import suggest_topic_words
 from analysis.errors import InputError
 from app.deps import (
     ManagerDep,
+    QueueAccessForm,
     QueueDep,
     RunsDep,
     SettingsDep,
-    check_token,
     get_manager,
     templates_of,
 )
 from app.jobs.queue import JobQueue
+from app.routes.web.forms import run_form_values
 from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of
 from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
 from app.settings import Settings
@@ -70,12 +71,7 @@ async def jobs_page(
     list of jobs."""
     form: dict[str, Any] = {}
     if run and (source := runs.get(run)) is not None:
-        spec = source.params.get("prompt_spec", {})
-        form = {"prompt": source.prompt, "answer_a": source.answer_a or "",
-                "answer_b": source.answer_b or "", "base_model": source.model,
-                "chat_template": spec.get("chat_template", False),
-                "system_prompt": spec.get("system_prompt") or "",
-                "answer_prefix": spec.get("answer_prefix", "")}
+        form = {**run_form_values(source), "base_model": source.model}
         form["topic_words"] = ", ".join(suggest_topic_words(
             source.prompt, [form["answer_a"], form["answer_b"]]))
     if rerun:
@@ -136,12 +132,11 @@ async def preview_page(request: Request, form: Annotated[JobForm, Form()],
         request, "_preview.html", {"p": preview})
 
 
-@router.post("/jobs", response_class=HTMLResponse)
+@router.post("/jobs", response_class=HTMLResponse, dependencies=[QueueAccessForm])
 async def submit_page(request: Request, form: Annotated[JobForm, Form()],
                       settings: SettingsDep, queue: QueueDep,
                       manager: ManagerDep) -> HTMLResponse:
     """Queue the job; flagged texts need the user's acknowledgement first."""
-    check_token(request, settings, form.token)
     cfg = form.config()
     token = await manager.run(cfg.base_model or "", lambda lm: _wrong_token(lm, cfg))
     flagged = [f for f in text_findings(cfg, token) if not f.ok]
@@ -186,28 +181,24 @@ async def job_status(request: Request, job_id: str, queue: QueueDep,
     return response
 
 
-@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
-async def cancel_page(request: Request, job_id: str, queue: QueueDep, settings: SettingsDep,
-                      token: Annotated[str, Form(max_length=200)] = "") -> HTMLResponse:
-    check_token(request, settings, token)
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse,
+             dependencies=[QueueAccessForm])
+async def cancel_page(request: Request, job_id: str, queue: QueueDep,
+                      settings: SettingsDep) -> HTMLResponse:
     job_or_404(queue, job_id)
     queue.cancel(job_id)
     return await job_status(request, job_id, queue, settings)
 
 
-@router.post("/jobs/{job_id}/requeue")
-async def requeue_page(request: Request, job_id: str, queue: QueueDep, settings: SettingsDep,
-                       token: Annotated[str, Form(max_length=200)] = "") -> Response:
-    check_token(request, settings, token)
+@router.post("/jobs/{job_id}/requeue", dependencies=[QueueAccessForm])
+async def requeue_page(job_id: str, queue: QueueDep) -> Response:
     job_or_404(queue, job_id)
     new_id = queue.requeue(job_id)
     return Response(status_code=204, headers={"HX-Redirect": f"/jobs/{new_id}"})
 
 
-@router.post("/jobs/{job_id}/delete")
-async def delete_page(request: Request, job_id: str, queue: QueueDep, settings: SettingsDep,
-                      token: Annotated[str, Form(max_length=200)] = "") -> Response:
-    check_token(request, settings, token)
+@router.post("/jobs/{job_id}/delete", dependencies=[QueueAccessForm])
+async def delete_page(job_id: str, queue: QueueDep) -> Response:
     job_or_404(queue, job_id)
     queue.delete(job_id)
     return Response(status_code=204, headers={"HX-Redirect": "/jobs"})

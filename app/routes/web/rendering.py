@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from app.deps import get_settings, templates_of
-from app.routes.web.forms import page_context, settings_form_values
+from app.routes.web.forms import page_context, run_form_values, settings_form_values
 from app.services.model_manager import ModelManager
 from app.services.runs import load_result, tau_floor
 from app.store.labels import LabelStore
@@ -29,11 +29,7 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
     templates = templates_of(request)
     if fragment:
         return templates.TemplateResponse(request, "_run.html", ctx)
-    spec = run.params.get("prompt_spec", {}) if isinstance(run.params, dict) else {}
-    p = result.params
-    form = {"prompt": run.prompt, "chat_template": spec.get("chat_template", False),
-            "system_prompt": spec.get("system_prompt") or "",
-            "answer_prefix": spec.get("answer_prefix", ""), "answer_a": run.answer_a or "",
-            "answer_b": run.answer_b or "", **settings_form_values(p), "model": run.model}
+    form = {**run_form_values(run), **settings_form_values(result.params),
+            "model": run.model}
     page = page_context(manager, get_settings(request), form)
     return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})
