@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from analysis.prompts import PROMPT_FORMATS
 from app.assets import vendor_files
+from app.body_limit import install_body_limit
 from app.errors import install_error_handlers
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,
                                                                          ensure_ascii=False)
     install_error_handlers(app)
+    install_body_limit(app, settings.body_limits)
     for api in (models_api, predict_api, runs_api, neurons_api, compare_api, jobs_api):
         app.include_router(api.router)
     for web in (analyze_web, runs_web, screen_web, compare_web, jobs_web):

@@ -30,6 +30,7 @@ from analysis.analyze import CircuitLimits
 from analysis.embedded import DEFAULT_EMBEDDED
 from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
+from app.body_limit import BodyLimits
 from app.jobs.settings import JobSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
                              "for a comparison); LoRA variants do not count. Set 1 when two "
                              "copies do not fit: a comparison then swaps the variant in.")
     limits: Limits = Field(default_factory=Limits)
+    body_limits: BodyLimits = Field(default_factory=BodyLimits)
     circuit_limits: CircuitLimits = Field(default_factory=CircuitLimits)
     jobs: JobSettings = Field(default_factory=JobSettings)
     api_token: str | None = Field(
