@@ -63,9 +63,10 @@ class JobForm(BaseModel):
     acknowledge: bool = False
     token: str = Field("", max_length=200)
 
-    def config(self) -> TrainingConfig:
-        """A TrainingConfig, with any error pointing at this form's field."""
-        if not self.name.strip():
+    def config(self, *, named: bool = True) -> TrainingConfig:
+        """A TrainingConfig, with any error pointing at this form's field. Checking or
+        previewing the texts does not need the job's name yet (``named=False``)."""
+        if named and not self.name.strip():
             raise InputError("name the job (it names the fine-tuned variant)", field="name")
         if not self.base_model:
             raise InputError("pick the base model to correct", field="base_model")
@@ -88,7 +89,7 @@ class JobForm(BaseModel):
                  for i in parse_prompt_set(self.eval_set, field="eval_set")]
         try:
             return TrainingConfig(
-                name=self.name.strip(), base_model=self.base_model,
+                name=self.name.strip() or "unnamed", base_model=self.base_model,
                 target=CorrectionTarget(prompt=self.prompt, answer_prefix=self.answer_prefix,
                                         chat_template=self.chat_template,
                                         system_prompt=self.system_prompt,
@@ -114,6 +115,22 @@ class JobForm(BaseModel):
 
 def split_words(text: str) -> list[str]:
     return [w.strip() for w in text.replace("\n", ",").split(",") if w.strip()]
+
+
+# What a seeds' YAML config never carries: the target case, its topic words and the
+# evaluation set (and often the name). Importing one keeps these from the form as typed.
+KEPT_ON_IMPORT = ("name", "prompt", "answer_prefix", "chat_template", "system_prompt",
+                  "answer_a", "answer_b", "topic_words", "eval_set")
+
+
+def merge_import(typed: dict[str, Any], cfg: TrainingConfig) -> dict[str, Any]:
+    """The form after importing ``cfg``: the YAML's training settings and texts, and
+    whatever the user typed that the YAML does not set."""
+    imported = form_of(cfg)
+    for key in KEPT_ON_IMPORT:
+        if not imported.get(key) and typed.get(key):
+            imported[key] = typed[key]
+    return imported
 
 
 def form_of(cfg: TrainingConfig) -> dict[str, Any]:

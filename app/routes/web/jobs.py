@@ -24,7 +24,7 @@ from app.deps import (
 )
 from app.jobs.queue import JobQueue
 from app.routes.web.forms import run_form_values
-from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of
+from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of, merge_import
 from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
 from app.settings import Settings
 from app.store.jobs import ACTIVE, REQUEUEABLE, TERMINAL
@@ -89,7 +89,8 @@ async def import_yaml(request: Request, settings: SettingsDep, queue: QueueDep,
         raise InputError("paste a YAML config (model_name, epochs, learning_rate, texts, ...)",
                          field="yaml_text")
     cfg = from_seed_yaml(yaml_text, name=None, base_model=base_model or None)
-    form = form_of(cfg)
+    typed = await request.form()
+    form = merge_import({k: typed.get(k) for k in typed}, cfg)
     if not form["base_model"]:
         form["base_model"] = base_model or settings.default_model
     return templates_of(request).TemplateResponse(
@@ -100,7 +101,7 @@ async def import_yaml(request: Request, settings: SettingsDep, queue: QueueDep,
 async def check_page(request: Request, form: Annotated[JobForm, Form()],
                      manager: ManagerDep) -> HTMLResponse:
     """Which texts mention the wrong answer, the topic, or the answer with the topic."""
-    cfg = form.config()
+    cfg = form.config(named=False)
     token = await manager.run(cfg.base_model or "", lambda lm: _wrong_token(lm, cfg))
     findings = text_findings(cfg, token)
     return templates_of(request).TemplateResponse(
@@ -121,7 +122,7 @@ def _wrong_token(lm: Any, cfg: TrainingConfig) -> str | None:
 async def preview_page(request: Request, form: Annotated[JobForm, Form()],
                        manager: ManagerDep) -> HTMLResponse:
     """The target with the training texts as context: seconds, before minutes of SFT."""
-    cfg = form.config()
+    cfg = form.config(named=False)
     assert cfg.target is not None
     target = cfg.target
     preview = await manager.run(
