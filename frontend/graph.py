@@ -177,17 +177,19 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
                 if shown < len(result.edges) else "")
              + " · node→logit edges included")
     layout = {
-        "meta": {"summary": title},
+        "meta": {"summary": title, "edges_drawn": shown, "edges_total": len(result.edges)},
         "height": height or max(420, 24 * (n_layers + 2) + 140),
         "margin": {"l": 50, "r": 50, "t": 30, "b": 70},
         "xaxis": {"tickmode": "array", "tickvals": centres,
                   "ticktext": [show_token(t.text) for t in result.tokens],
                   "tickangle": -40,
-                  "range": [-0.3, (centres[-1] + half + 0.3) if centres else 1],
+                  # Room on the right for the B logit's label, written beside it.
+                  "range": [-0.3, (centres[-1] + half + 1.2) if centres else 1],
                   "zeroline": False,
                   "showgrid": False},
         "yaxis": {"tickmode": "array", "tickvals": layer_ticks, "ticktext": layer_text,
-                  "range": [-1.6, n_layers + 1], "zeroline": False, "gridcolor": "#eef0f3"},
+                  "range": [-1.6, n_layers + 1.4], "zeroline": False,
+                  "gridcolor": "#eef0f3"},
         "legend": {"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"},
         "hovermode": "closest", "clickmode": "event", "plot_bgcolor": "white",
         "paper_bgcolor": "white", "dragmode": "pan",

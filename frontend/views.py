@@ -157,14 +157,24 @@ class GraphView:
     n_nodes: int
     n_edges: int
     n_nodes_total: int
+    edges_drawn: int = 0
+    edges_total: int = 0
+
+    @property
+    def capped(self) -> bool:
+        """More edges than the figure draws (it draws the strongest MAX_EDGES)."""
+        return self.edges_drawn < self.edges_total
 
 
 def graph_view(view: CircuitResult, total_nodes: int, tau: float | None,
                edge_threshold: float) -> GraphView:
-    return GraphView(figure=graph_figure(view), rows=node_rows(view), tau=tau,
+    figure = graph_figure(view)
+    meta = figure["layout"]["meta"]
+    return GraphView(figure=figure, rows=node_rows(view), tau=tau,
                      edge_threshold=edge_threshold, n_nodes=len(view.nodes),
                      n_edges=sum(1 for e in view.edges if e.target != METRIC_NODE_ID),
-                     n_nodes_total=total_nodes)
+                     n_nodes_total=total_nodes, edges_drawn=meta["edges_drawn"],
+                     edges_total=meta["edges_total"])
 
 
 @dataclass

@@ -174,3 +174,20 @@ def test_analyze_link_prefills_the_form() -> None:
     assert query["answer_b"] == [" renin"] and query["chat_template"] == ["true"]
     assert "answer_prefix" not in query
     assert show_token(" a\nb") == "·a⏎b"
+
+
+def test_the_legend_says_when_the_graph_draws_only_the_strongest_edges(result) -> None:  # type: ignore[no-untyped-def]
+    from frontend.graph import MAX_EDGES
+    from frontend.views import graph_view
+
+    few = graph_view(result, len(result.nodes), None, 0.0)
+    assert not few.capped and few.edges_drawn == few.edges_total == len(result.edges)
+    many = result.model_copy(update={"edges": [
+        Edge(source="L0/N5@0", target="L1/N7@3", weight=0.001 * (i + 1), raw=0.0)
+        for i in range(MAX_EDGES + 200)]})
+    view = graph_view(many, len(many.nodes), None, 0.0)
+    assert view.capped and (view.edges_drawn, view.edges_total) == (MAX_EDGES, MAX_EDGES + 200)
+    fig = view.figure
+    # The B logit's label has room on the right of the last column.
+    last = max(fig["layout"]["xaxis"]["tickvals"])
+    assert fig["layout"]["xaxis"]["range"][1] >= last + 1.0
