@@ -172,10 +172,21 @@ class RemoteAccess:
                                          api_key=key)}
 
 
-def forward_logits(lm: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   position_ids: torch.Tensor, keep: int) -> torch.Tensor:
-    """The last ``keep`` positions' logits of a batch, float32 on the CPU: a plain forward
-    of a local model, or one nnsight trace that NDIF (or its simulation) executes."""
+def forward_logits(lm: Any, seqs: Sequence[Sequence[int]], keep: int) -> torch.Tensor:
+    """The last ``keep`` positions' logits of token sequences of any lengths, ``[B, keep,
+    V]`` float32 on the CPU: a plain forward of a local model, or one nnsight trace that
+    NDIF (or its simulation) executes.
+
+    Left padding keeps every sequence's last token in the last column; explicit positions
+    make the padded rows see the same positions as an unpadded run."""
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), int(lm.tokenizer.pad_token_id or 0),
+                           dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
+        attention_mask[row, width - len(seq):] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     remote: RemoteAccess | None = getattr(lm, "remote", None)
     if remote is None:
         device = lm.input_device

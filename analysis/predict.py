@@ -80,17 +80,7 @@ def next_token_logits(lm: LoadedModel, batch: Sequence[Sequence[int]]) -> Any:
 
     if not batch:
         return torch.empty(0, 0)
-    width = max(len(s) for s in batch)
-    pad = int(lm.tokenizer.pad_token_id or 0)
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, seq in enumerate(batch):
-        ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    # Left padding keeps every prompt's last token in the last column; explicit positions
-    # make the padded rows see the same positions as an unpadded run.
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return forward_logits(lm, ids, mask, positions, 1)[:, -1, :]
+    return forward_logits(lm, batch, 1)[:, -1, :]
 
 
 def rank_of(logits: Any, token_id: int) -> int:

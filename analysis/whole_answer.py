@@ -39,22 +39,11 @@ def whole_answer_scores(
     batch_size: int = WHOLE_BATCH,
 ) -> list[WholeAnswer]:
     """Score each (prompt ids, answer ids) pair; answers must have at least one token."""
-    import torch
-
     out: list[WholeAnswer] = []
-    pad = int(lm.tokenizer.pad_token_id or 0)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        seqs = [list(p) + list(a) for p, a in chunk]
-        width = max(len(s) for s in seqs)
         longest = max(len(a) for _, a in chunk)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = forward_logits(lm, ids, mask, positions, longest + 1)
+        logits = forward_logits(lm, [list(p) + list(a) for p, a in chunk], longest + 1)
         logp = logits.log_softmax(-1)  # [B, longest + 1, V]
         for row, (_, answer) in enumerate(chunk):
             n = len(answer)

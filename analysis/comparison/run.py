@@ -92,8 +92,6 @@ class Signature(BaseModel):
         return None
 
 
-
-
 class Observation(BaseModel):
     """Everything one phase measured on one model (tensors stay in memory only)."""
 
@@ -337,10 +335,6 @@ def prompt_probs(lm: LoadedModel, req: CompareRequest,
 # ---------------------------------------------------------------------------------------
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------
 # Assembly
 # ---------------------------------------------------------------------------------------
@@ -384,8 +378,6 @@ def assemble(req: CompareRequest, base: Observation, tuned: Observation) -> Comp
         weight_changes=base.weight_changes, weight_kind=base.weight_kind,
         patching=base.patching, base_circuit=base.circuit, tuned_circuit=tuned.circuit,
     )
-
-
 
 
 def compare_loaded(base: LoadedModel, tuned: LoadedModel, req: CompareRequest,

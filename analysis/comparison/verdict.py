@@ -140,13 +140,3 @@ def judge(m_base: float, m_tuned: float, changes: list[NeuronChange],
     return "no change", reasons
 
 
-
-
-
-
-
-
-
-
-
-

@@ -13,10 +13,6 @@ from app.schemas import PredictRequest, ScreenRequest, prompt_spec
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
 
-
-
-
-
 @router.post("/predict")
 async def predict_route(body: PredictRequest, manager: ManagerDep,
                         settings: SettingsDep) -> Prediction:

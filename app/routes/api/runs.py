@@ -19,14 +19,6 @@ from app.services.runs import circuit_request, compute_or_reuse, run_payload, st
 router = APIRouter(prefix="/api/v1", tags=["circuits"])
 
 
-
-
-
-
-
-
-
-
 @router.post("/attribute")
 async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings: SettingsDep,
                           runs: RunsDep, labels: LabelsDep) -> dict[str, Any]:
@@ -37,8 +29,6 @@ async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings:
         lambda lm: compute_or_reuse(lm, req, body.use_cache, settings, runs, labels),
     )
     return run_payload(run, cached)
-
-
 
 
 @router.get("/runs/{run_id}")
@@ -74,7 +64,5 @@ async def intervene_route(body: InterveneRequest, manager: ManagerDep,
         lambda lm: intervene_on_prompt(lm, spec, edits, body.answer_a, body.answer_b,
                                        body.top_k, settings.limits, settings.circuit_limits),
     )
-
-
 
 

@@ -29,10 +29,6 @@ from frontend.compare import compare_view, neurons_csv, prompts_csv
 router = APIRouter(include_in_schema=False)
 
 
-
-
-
-
 def _context(manager: ModelManager, settings: Settings, runs: RunStore,
              form: dict[str, Any]) -> dict[str, Any]:
     models = variant_rows(manager)
@@ -143,11 +139,5 @@ async def compare_export(run_id: str, what: str, runs: RunsDep, manager: Manager
 # ---------------------------------------------------------------------------------------
 # JSON API
 # ---------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 

@@ -121,5 +121,3 @@ class CompareForm(FormPrompt, CircuitSettings):
             raise InputError(f"{where}: {first['msg']}", field=where) from exc
 
 
-
-

@@ -158,5 +158,3 @@ def form_of(cfg: TrainingConfig) -> dict[str, Any]:
     }
 
 
-
-

@@ -34,18 +34,6 @@ from frontend.jobs import experiment_rows, job_view, loss_figure
 router = APIRouter(include_in_schema=False)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def _context(request: Request, settings: Settings, queue: JobQueue,
              form: dict[str, Any]) -> dict[str, Any]:
     manager = get_manager(request)
@@ -224,21 +212,5 @@ async def experiments_page(request: Request, queue: QueueDep,
 # ---------------------------------------------------------------------------------------
 # JSON API
 # ---------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
