@@ -10,7 +10,11 @@ migrations in app/store/migrations; ``init_db`` upgrades a database to the newes
   or an adapter over a base) in addition to those the operator configures;
 * a **job** is a queued SFT correction with its state, progress and logs;
 * a **neuron label** is a user's note on (base model, layer, neuron), shared by all
-  variants of that base so a label follows the neuron across a fine-tune.
+  variants of that base so a label follows the neuron across a fine-tune;
+* a **neuron index** is an exemplar index of one (model, revision, corpus): its arrays
+  live on disk under ``path``; a **neuron description** is a machine-written one
+  (source "data" or "llm") — the human label always wins over it;
+* a **supernode** is a named group of one run's nodes.
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ class Job(Base):
     parent_id: Mapped[str | None] = mapped_column(String(32), index=True)
     variant: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     result_path: Mapped[str | None] = mapped_column(Text)
+    # 0003: what the job does — "correction" (SFT, then evaluation) or "index" (an
+    # exemplar index build); one queue and one set of states for both.
+    kind: Mapped[str] = mapped_column(String(16), default="correction",
+                                      server_default="correction")
 
 
 class JobMetric(Base):
@@ -142,6 +150,67 @@ class NeuronLabel(Base):
     neuron: Mapped[int]
     label: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class NeuronIndex(Base):
+    """One exemplar index of (model, revision, corpus); a rebuild is never needed for the
+    same triple. ``path`` is relative to the data directory; ``meta`` holds the build
+    settings and summary (layers, neurons, k, size on disk, tokens/s)."""
+
+    __tablename__ = "neuron_indexes"
+    __table_args__ = (UniqueConstraint("model", "revision", "corpus_key",
+                                       name="uq_neuron_index_triple"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=_uuid)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    revision: Mapped[str] = mapped_column(String(64), default="")
+    corpus_key: Mapped[str] = mapped_column(String(64))  # content hash of the corpus
+    corpus_name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    path: Mapped[str] = mapped_column(Text)
+    tokens_done: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_total: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class NeuronDescription(Base):
+    """A machine-written description of a neuron: source "data" (from its exemplars) or
+    "llm" (an operator-configured endpoint). Human labels live in NeuronLabel and win."""
+
+    __tablename__ = "neuron_descriptions"
+    __table_args__ = (UniqueConstraint("model", "layer", "neuron", "source",
+                                       name="uq_neuron_description_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(64))
+    layer: Mapped[int]
+    neuron: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    index_id: Mapped[str | None] = mapped_column(
+        ForeignKey("neuron_indexes.id", ondelete="CASCADE"))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. the LLM prompt used
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Supernode(Base):
+    """A named group of one run's nodes. ``members`` is a list of
+    ``{"layer": int, "neuron": int, "position": int | None}`` (position None: the neuron
+    at every position where the run kept it)."""
+
+    __tablename__ = "supernodes"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_supernode_run_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
+                                        index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    members: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 def default_url(data_dir: Path) -> str:
