@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.describe import NeuronDescription
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Edge, Node
 from frontend.graph import graph_figure, position_figure, show_token
@@ -72,6 +73,8 @@ class RunView:
     completeness_ratio: float | None
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    always_on: list[AlwaysOnNeuron] = field(default_factory=list)
+    drop_always_on: bool = True
 
 
 def run_view(result: CircuitResult, run_id: str, created_at: datetime | None = None,
@@ -111,6 +114,7 @@ def run_view(result: CircuitResult, run_id: str, created_at: datetime | None = N
         method=p.method, tau=p.tau, mode=p.mode, mass=p.mass, max_nodes=p.max_nodes,
         edge_threshold=p.edge_threshold, n_nodes=len(result.nodes), n_edges=len(result.edges),
         completeness_ratio=result.completeness.ratio, seconds=result.timing.total_s,
+        always_on=result.always_on, drop_always_on=p.drop_always_on,
     )
 
 

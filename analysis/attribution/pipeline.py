@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from analysis.attribution.adapters import get_adapter
+from analysis.attribution.always_on import detect_always_on, masked_influence
 from analysis.attribution.core import Attribution, attribute, decode_tokens
 from analysis.attribution.edges import compute_edges
 from analysis.attribution.patching import faithfulness as measure_faithfulness
@@ -53,10 +55,15 @@ def run_circuit(
         on_attribution(attr)
 
     t0 = time.perf_counter()
-    nodes = prune(attr, tau=s.tau, per_layer_top_k=s.per_layer_top_k, mode=s.mode,
+    always_on = detect_always_on(attr.activation, attr.influence, dropped=s.drop_always_on)
+    pruned = (dataclasses.replace(attr, influence=masked_influence(attr.influence, always_on))
+              if s.drop_always_on and always_on else attr)
+    nodes = prune(pruned, tau=s.tau, per_layer_top_k=s.per_layer_top_k, mode=s.mode,
                   mass=s.mass, max_nodes=s.max_nodes)
-    if labels:
-        for node in nodes:
+    flagged = {(f.layer, f.neuron) for f in always_on}
+    for node in nodes:
+        node.always_on = (node.layer, node.neuron) in flagged
+        if labels:
             node.label = labels.get(node.name)
     timing.prune_s = time.perf_counter() - t0
 
@@ -104,6 +111,7 @@ def run_circuit(
         nodes=nodes,
         neurons=neuron_totals(attr, nodes),
         edges=edge_list,
+        always_on=always_on,
         faithfulness=faith,
         timing=timing,
         cache_key=cache_key(

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
+from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.settings import CircuitSettings
 
 SCHEMA_VERSION = 1
@@ -40,6 +41,8 @@ class Node(BaseModel):
         None, description="Effect on m through residual+attention only (set by edges)."
     )
     label: str | None = None
+    always_on: bool = Field(False, description="Flagged always-on in this prompt (kept "
+                                               "because drop_always_on was off).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -173,6 +176,9 @@ class CircuitResult(BaseModel):
         default_factory=list, description="Kept neurons, influence summed over positions."
     )
     edges: list[Edge] = Field(default_factory=list)
+    always_on: list[AlwaysOnNeuron] = Field(
+        default_factory=list, description="Always-on neurons flagged in this prompt "
+                                          "(dropped from the nodes unless the setting is off).")
     faithfulness: Faithfulness | None = None
     timing: Timing = Field(default_factory=Timing)
     cache_key: str | None = None

@@ -37,6 +37,9 @@ class CircuitSettings(BaseModel):
     edges: bool = Field(True, description="Compute edges among the kept nodes.")
     edge_normalization: Literal["none", "flow"] = "none"
     edge_threshold: float = Field(0.0, ge=0, description="Keep edges with |weight| >= this.")
+    drop_always_on: bool = Field(
+        True, description="Leave out always-on (massive-activation) neurons, judged from "
+                          "the prompt; they are listed with the run.")
     ablation: Literal["zero", "mean"] | None = Field(
         "zero", description="Faithfulness ablation; none skips it.")
 
