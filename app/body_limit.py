@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+CORPUS_UPLOAD_PATHS = ("/indexes/build", "/api/v1/corpora")
+
 
 class BodyLimits(BaseModel):
     """Largest request body per route class, in bytes (``CIRCUITLAB_BODY_LIMITS__*``)."""
@@ -28,8 +30,13 @@ class BodyLimits(BaseModel):
                      "screening list of 4,000-character prompts fits.")
     upload: int = Field(3_000_000, ge=1024, description="File uploads (/screen/run).")
     form: int = Field(2_000_000, ge=1024, description="Every other page form.")
+    corpus: int = Field(20_000_000, ge=1024, description="Corpus uploads for a neuron "
+                        "index (/indexes/build, /api/v1/corpora); bigger ones go through "
+                        "the CLI (circuitlab index --corpus PATH).")
 
     def cap_for(self, path: str) -> tuple[int, str]:
+        if path in CORPUS_UPLOAD_PATHS:
+            return self.corpus, "corpus upload"
         if path.startswith("/api/"):
             return self.api, "api"
         if path.startswith("/screen/run"):

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 
 from analysis.errors import CircuitlabError
 from app.jobs.queue import JobQueue
+from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.labels import LabelStore
@@ -86,3 +87,10 @@ async def queue_access_form(request: Request, settings: SettingsDep) -> None:
 
 QueueAccess = Depends(queue_access)
 QueueAccessForm = Depends(queue_access_form)
+
+
+def get_indexes(request: Request) -> IndexService:
+    return request.app.state.indexes  # type: ignore[no-any-return]
+
+
+IndexesDep = Annotated[IndexService, Depends(get_indexes)]

@@ -19,6 +19,7 @@ from app.body_limit import install_body_limit
 from app.errors import install_error_handlers
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
+from app.routes.api import indexes as indexes_api
 from app.routes.api import jobs as jobs_api
 from app.routes.api import models as models_api
 from app.routes.api import neurons as neurons_api
@@ -27,12 +28,28 @@ from app.routes.api import runs as runs_api
 from app.routes.web import analyze as analyze_web
 from app.routes.web import compare as compare_web
 from app.routes.web import jobs as jobs_web
+from app.routes.web import neurons as neurons_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
 from app.services import build_services
+from app.services.indexes import IndexService
 from app.settings import PROJECT_ROOT, Settings
+from app.store.indexes import IndexStore
 
 log = logging.getLogger("circuitlab")
+
+
+def _index_default_model(app: FastAPI, settings: Settings) -> None:
+    """Queue the first exemplar index (default model, built-in corpus) unless it exists;
+    never stops the server from starting (no WordNet: the Neurons page says how)."""
+    try:
+        indexes: IndexService = app.state.indexes
+        corpus, ref = indexes.default_corpus()
+        lm = app.state.manager.get_sync(settings.default_model)
+        row = indexes.build(lm.name, lm.revision, corpus, ref)
+        log.info("exemplar index of %s on %s: %s", lm.name, corpus.name, row.state)
+    except Exception as exc:
+        log.warning("no exemplar index queued at start: %s", exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          lm.load_seconds)
             except Exception:
                 log.exception("could not load the default model %s", settings.default_model)
+        if settings.index_on_start:
+            await asyncio.to_thread(_index_default_model, app, settings)
         try:
             yield
         finally:
@@ -74,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = services.runs
     app.state.variants = services.variants
     app.state.jobs = jobs
+    app.state.indexes = IndexService(IndexStore(services.sessions), jobs, settings.data_dir)
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     # The one-click format switch reads the named formats from analysis, declared once.
     app.state.templates.env.globals["prompt_formats"] = PROMPT_FORMATS
@@ -83,9 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                                          ensure_ascii=False)
     install_error_handlers(app)
     install_body_limit(app, settings.body_limits)
-    for api in (models_api, predict_api, runs_api, neurons_api, compare_api, jobs_api):
+    for api in (models_api, predict_api, runs_api, indexes_api, neurons_api, compare_api,
+                jobs_api):
         app.include_router(api.router)
-    for web in (analyze_web, runs_web, screen_web, compare_web, jobs_web):
+    for web in (analyze_web, runs_web, screen_web, compare_web, jobs_web, neurons_web):
         app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     include_embedded: bool = Field(True, description="Register the embedded models "
                                    "(SmolLM2-135M-Instruct and Gemma-3-270M).")
     load_on_start: bool = Field(True, description="Load the default model in the lifespan.")
+    index_on_start: bool = Field(
+        True, description="Queue an exemplar index of the default model over the built-in "
+                          "corpus at start, unless one exists (a first index takes about "
+                          "ten minutes on two cores; pages use it while it grows).")
     max_resident_models: int = Field(
         2, ge=1, description="Full models kept in memory at once (base + a full fine-tune "
                              "for a comparison); LoRA variants do not count. Set 1 when two "

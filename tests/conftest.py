@@ -10,6 +10,10 @@ import pytest
 
 from tests.tiny_checkpoints import ARCHS, save_tiny_checkpoint
 
+# A server started by a test does not queue the default exemplar index (minutes of CPU);
+# the tests that need an index build a small one themselves.
+os.environ.setdefault("CIRCUITLAB_INDEX_ON_START", "false")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The embedded model is converted once into the project's cache and reused by every run.
 CACHE_DIR = Path(os.environ.get("CIRCUITLAB_CACHE_DIR", PROJECT_ROOT / "models_cache"))

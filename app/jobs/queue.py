@@ -153,13 +153,23 @@ class JobQueue:
         self.wake.set()
         return job.id
 
+    def submit_index(self, model: str, name: str, config: dict[str, Any]) -> str:
+        """Queue an exemplar-index build of ``model`` (app/jobs/index_job.py)."""
+        resolve_base(model, self.specs, self.sessions, self.cache_dir)
+        job = self.store.create(name=name, base_model=model, config=config, kind="index")
+        self.wake.set()
+        return job.id
+
     def get(self, job_id: str) -> Job:
         return self.store.require(job_id)
 
     def list(self, *, target_key: str | None = None, states: list[str] | None = None,
-             base_model: str | None = None, limit: int = 200) -> list[Job]:
+             base_model: str | None = None, kind: str | None = "correction",
+             limit: int = 200) -> list[Job]:
+        """Corrections by default: the Jobs and Experiments pages list those; index builds
+        are listed with their indexes."""
         return self.store.list(target_key=target_key, states=states, base_model=base_model,
-                               limit=limit)
+                               kind=kind, limit=limit)
 
     def metrics(self, job_id: str, after_step: int | None = None) -> list[MetricRow]:
         self.store.require(job_id)

@@ -298,6 +298,9 @@ def run_job(job_id: str, db_url: str, cache_dir: Path | str, data_dir: Path | st
     try:
         log(f"job {job_id} '{job.name}' (attempt {job.attempt}) on {worker}")
         store.set_progress(job_id, _progress("starting"))
+        if job.kind == "index":
+            return _run_index(job, store, sessions, registry_specs, cache_dir, data_dir,
+                              log, control, last)
         cfg = TrainingConfig.model_validate(job.config)
         base_spec = resolve_base(job.base_model, _as_specs(registry_specs), sessions,
                                  cache_dir)
@@ -346,6 +349,23 @@ def run_job(job_id: str, db_url: str, cache_dir: Path | str, data_dir: Path | st
     finally:
         beat.done.set()
         log.close()
+
+
+def _run_index(job: Job, store: JobStore, sessions: sessionmaker[Session],
+               registry_specs: Sequence[ModelSpec | dict[str, Any]], cache_dir: Path,
+               data_dir: Path, log: JobLog, control: _Control, last: dict[str, Any]) -> str:
+    """An exemplar-index build (app/jobs/index_job.py); a stop becomes StopRequested so
+    the ending is recorded as for a correction (its checkpoint stays, to resume)."""
+    from app.jobs.index_job import run_index_job
+
+    base_spec = resolve_base(job.base_model, _as_specs(registry_specs), sessions, cache_dir)
+    try:
+        return run_index_job(job, store, sessions, base_spec, cache_dir, data_dir, log,
+                             control, last)
+    except Exception as exc:
+        if control.check():
+            raise StopRequested(control.reason) from exc
+        raise
 
 
 def _finish(store: JobStore, job_id: str, cfg: Any, base_spec: ModelSpec, name: str,

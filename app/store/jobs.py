@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError
@@ -45,7 +45,7 @@ REQUEUEABLE = (FAILED, CANCELLED, INTERRUPTED)
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     RUNNING: (QUEUED,),
     EVALUATING: (RUNNING,),
-    SUCCEEDED: (EVALUATING,),
+    SUCCEEDED: (EVALUATING,),  # an index build (kind 'index') ends from running: see transition
     FAILED: (QUEUED, RUNNING, EVALUATING),  # queued: the job could not even start
     CANCELLED: (QUEUED, RUNNING, EVALUATING),
     INTERRUPTED: (RUNNING, EVALUATING),
@@ -148,9 +148,13 @@ class JobStore:
         return job
 
     def list(self, *, target_key: str | None = None, states: Iterable[str] | None = None,
-             base_model: str | None = None, limit: int = 200) -> list[Job]:
-        """Jobs newest first, optionally those of one target case / in some states."""
+             base_model: str | None = None, kind: str | None = None,
+             limit: int = 200) -> list[Job]:
+        """Jobs newest first, optionally those of one target case / in some states / of
+        one kind ("correction" or "index"; None: every kind)."""
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        if kind is not None:
+            q = q.where(Job.kind == kind)
         if target_key is not None:
             q = q.where(Job.target_key == target_key)
         if states is not None:
@@ -191,8 +195,8 @@ class JobStore:
 
     def create(self, *, name: str, base_model: str, config: dict[str, Any],
                target_key: str | None = None, parent_id: str | None = None,
-               attempt: int = 1) -> Job:
-        job = Job(name=name, base_model=base_model, config=json_safe(config),
+               attempt: int = 1, kind: str = "correction") -> Job:
+        job = Job(name=name, base_model=base_model, config=json_safe(config), kind=kind,
                   target_key=target_key, parent_id=parent_id, attempt=attempt,
                   state=QUEUED, progress={}, evaluation={}, cancel_requested=False)
         with self.sessions.begin() as s:
@@ -241,8 +245,10 @@ class JobStore:
         if to in TERMINAL:
             values.setdefault("finished_at", now())
         with self.sessions.begin() as s:
-            n = s.execute(update(Job).where(Job.id == job_id,
-                                            Job.state.in_(ALLOWED_FROM[to]))
+            legal = Job.state.in_(ALLOWED_FROM[to])
+            if to == SUCCEEDED:  # an index build has no evaluation phase
+                legal = or_(legal, and_(Job.kind == "index", Job.state == RUNNING))
+            n = s.execute(update(Job).where(Job.id == job_id, legal)
                           .values(**values)).rowcount
             if n == 0:
                 current = s.scalar(select(Job.state).where(Job.id == job_id))
@@ -320,7 +326,7 @@ class JobStore:
                                 field="job_id")
         return self.create(name=old.name, base_model=old.base_model, config=dict(old.config),
                            target_key=old.target_key, parent_id=old.id,
-                           attempt=old.attempt + 1)
+                           attempt=old.attempt + 1, kind=old.kind)
 
     def delete(self, job_id: str, data_dir: Path | None = None) -> None:
         """Delete a job that no worker holds, its metrics and (given ``data_dir``) its log

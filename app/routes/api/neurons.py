@@ -10,7 +10,7 @@ from analysis.analyze import describe
 from analysis.attribution.describe import check_model_neuron
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
-from app.deps import LabelsDep, ManagerDep, SettingsDep
+from app.deps import IndexesDep, LabelsDep, ManagerDep, SettingsDep
 from app.schemas import NAME_PATTERN, LabelRequest
 from app.services.runs import label_model
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/v1", tags=["neurons"])
 @router.get("/neurons/{layer}/{neuron}")
 async def neuron_route(
     layer: int, neuron: int, manager: ManagerDep, settings: SettingsDep, labels: LabelsDep,
+    indexes: IndexesDep,
     model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
     prompt: Annotated[str | None, Query(max_length=4000)] = None,
     chat_template: bool = False,
@@ -26,16 +27,20 @@ async def neuron_route(
     answer_prefix: Annotated[str, Query(max_length=200)] = "",
     top_k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
-    """What a neuron promotes/suppresses (logit lens), where it fires in a prompt, and
-    its user label."""
+    """What a neuron promotes/suppresses (logit lens: only the ranking means anything),
+    where it fires in a prompt, its user label, and - once an exemplar index of the model
+    (or its base) exists - its top exemplars, quantile samples, activation statistics and
+    description (``meaning``; null without an index)."""
     spec = (PromptSpec(prompt=prompt, chat_template=chat_template,
                        system_prompt=system_prompt, answer_prefix=answer_prefix)
             if prompt else None)
 
     def work(lm: LoadedModel) -> dict[str, Any]:
         desc = describe(lm, layer, neuron, spec, top_k, settings.circuit_limits)
-        return {**desc.model_dump(mode="json"), "model": lm.name,
-                "label": labels.get(label_model(lm), layer, neuron)}
+        label = labels.get(label_model(lm), layer, neuron)
+        meaning = indexes.meaning(lm.name, lm.spec.base, layer, neuron, label)
+        return {**desc.model_dump(mode="json"), "model": lm.name, "label": label,
+                "meaning": meaning.to_json() if meaning else None}
 
     return await manager.run(model or settings.default_model, work)
 

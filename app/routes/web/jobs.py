@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from analysis.answers import resolve_answer
 from analysis.correction.config import TrainingConfig, from_seed_yaml, to_seed_yaml
@@ -145,6 +145,8 @@ async def submit_page(request: Request, form: Annotated[JobForm, Form()],
 async def job_page(request: Request, job_id: str, queue: QueueDep,
                    settings: SettingsDep) -> HTMLResponse:
     job = job_or_404(queue, job_id)
+    if job.kind == "index":  # an exemplar-index build has its own page
+        return RedirectResponse(f"/indexes/jobs/{job.id}", status_code=303)  # type: ignore[return-value]
     return templates_of(request).TemplateResponse(
         request, "job.html", _status_context(queue, job, settings))
 

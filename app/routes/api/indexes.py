@@ -1,0 +1,85 @@
+"""Exemplar indexes and neuron search over JSON: upload a corpus, build an index (a job
+in the shared queue), list them, and search neurons by what their exemplars say."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Query, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import IndexesDep, ManagerDep, SettingsDep
+from app.schemas import NAME_PATTERN
+from app.store.tables import NeuronIndex
+
+router = APIRouter(prefix="/api/v1", tags=["neurons"])
+
+
+def index_json(row: NeuronIndex) -> dict[str, Any]:
+    return {"id": row.id, "model": row.model, "revision": row.revision,
+            "corpus_key": row.corpus_key, "corpus_name": row.corpus_name,
+            "state": row.state, "tokens_done": row.tokens_done,
+            "tokens_total": row.tokens_total, "job_id": row.job_id, "error": row.error,
+            "created_at": row.created_at.isoformat() if row.created_at else None,
+            "meta": row.meta}
+
+
+class BuildIndexRequest(BaseModel):
+    model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN,
+                              description="Default: the server's default model.")
+    corpus: Literal["default"] | str = Field(
+        "default", max_length=64,
+        description="'default' (the built-in WordNet sample) or the key /corpora returned.")
+    top_k: int = Field(20, ge=1, le=100, description="Top exemplars kept per neuron.")
+
+
+@router.post("/corpora")
+async def upload_corpus(indexes: IndexesDep,
+                        file: Annotated[UploadFile, File(description=".txt or .jsonl")],
+                        ) -> dict[str, Any]:
+    """Check and keep a corpus (one text per line, or JSONL with a "text" field)."""
+    data = await file.read()
+    corpus, ref = await run_in_threadpool(indexes.save_upload, file.filename or "corpus.txt",
+                                          data)
+    return {"key": corpus.key, "name": corpus.name, "texts": len(corpus.texts), **ref}
+
+
+@router.post("/indexes", status_code=202)
+async def build_index(body: BuildIndexRequest, indexes: IndexesDep, manager: ManagerDep,
+                      settings: SettingsDep) -> dict[str, Any]:
+    """Queue an index build, or return the index that already covers (model, revision,
+    corpus): a rebuild is never needed for the same triple."""
+    model = body.model or settings.default_model
+    manager.spec(model)  # an unknown model is a 404 before anything is written
+    if body.corpus == "default":
+        corpus, ref = await run_in_threadpool(indexes.default_corpus)
+    else:
+        corpus, ref = await run_in_threadpool(indexes.corpus_file, body.corpus)
+    revision = await manager.run(model, lambda lm: lm.revision)
+    row = await run_in_threadpool(indexes.build, model, revision, corpus, ref,
+                                  {"top_k": body.top_k})
+    return index_json(row)
+
+
+@router.get("/indexes")
+async def list_indexes(indexes: IndexesDep,
+                       model: Annotated[str | None, Query(max_length=64,
+                                                          pattern=NAME_PATTERN)] = None,
+                       ) -> dict[str, Any]:
+    return {"indexes": [index_json(r) for r in indexes.list(model)]}
+
+
+@router.get("/neurons/search")
+async def search_neurons(indexes: IndexesDep, manager: ManagerDep, settings: SettingsDep,
+                         q: Annotated[str, Query(min_length=1, max_length=100)],
+                         model: Annotated[str | None, Query(max_length=64,
+                                                            pattern=NAME_PATTERN)] = None,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Neurons whose exemplars or description mention the words, best first."""
+    name = model or settings.default_model
+    row, hits = await run_in_threadpool(indexes.search, name, manager.spec(name).base, q,
+                                        limit)
+    return {"model": name, "index_id": row.id if row else None, "query": q,
+            "hits": [h.model_dump(mode="json") if hasattr(h, "model_dump") else h
+                     for h in hits]}

@@ -1,0 +1,109 @@
+"""Neuron meaning pages: what a neuron responds to (loaded into the neuron panel), the
+exemplar indexes (build, progress) and a search over their descriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from analysis.errors import InputError
+from app.deps import IndexesDep, LabelsDep, ManagerDep, QueueDep, SettingsDep, templates_of
+from app.schemas import NAME_PATTERN
+from app.services.jobs import job_or_404
+from app.store.indexes import BUILDING, QUEUED
+from app.store.jobs import ACTIVE
+
+router = APIRouter(include_in_schema=False)
+
+ModelQuery = Annotated[str, Query(max_length=64, pattern=NAME_PATTERN)]
+
+
+def _base_of(manager: ManagerDep, model: str) -> str | None:
+    return manager.spec(model).base
+
+
+@router.get("/neurons/meaning", response_class=HTMLResponse)
+async def meaning_partial(request: Request, manager: ManagerDep, indexes: IndexesDep,
+                          labels: LabelsDep, model: ModelQuery,
+                          layer: Annotated[int, Query(ge=0, le=10_000)],
+                          neuron: Annotated[int, Query(ge=0, le=1_000_000)]) -> HTMLResponse:
+    base = _base_of(manager, model)
+    label = labels.get(base or model, layer, neuron)
+    meaning = await run_in_threadpool(indexes.meaning, model, base, layer, neuron, label)
+    return templates_of(request).TemplateResponse(request, "_neuron_meaning.html", {
+        "meaning": meaning, "model": model,
+        "building": None if meaning else indexes.building(base or model)})
+
+
+def _indexes_context(manager: ManagerDep, settings: SettingsDep,
+                     indexes: IndexesDep) -> dict[str, object]:
+    rows = indexes.list()
+    return {"indexes": rows, "models": manager.registry.names(),
+            "default_model": settings.default_model,
+            "active": any(r.state in (QUEUED, BUILDING) for r in rows),
+            "corpus_cap_mb": settings.body_limits.corpus // 1_000_000}
+
+
+@router.get("/indexes", response_class=HTMLResponse)
+async def indexes_page(request: Request, manager: ManagerDep, settings: SettingsDep,
+                       indexes: IndexesDep) -> HTMLResponse:
+    return templates_of(request).TemplateResponse(
+        request, "indexes.html", _indexes_context(manager, settings, indexes))
+
+
+@router.get("/indexes/list", response_class=HTMLResponse)
+async def indexes_list(request: Request, manager: ManagerDep, settings: SettingsDep,
+                       indexes: IndexesDep) -> HTMLResponse:
+    return templates_of(request).TemplateResponse(
+        request, "_indexes.html", _indexes_context(manager, settings, indexes))
+
+
+@router.post("/indexes/build", response_class=HTMLResponse)
+async def indexes_build(request: Request, manager: ManagerDep, settings: SettingsDep,
+                        indexes: IndexesDep,
+                        model: Annotated[str, Form(max_length=64, pattern=NAME_PATTERN)],
+                        top_k: Annotated[int, Form(ge=1, le=100)] = 20,
+                        corpus_file: Annotated[UploadFile | None, File()] = None,
+                        ) -> HTMLResponse:
+    if model not in manager.registry.names():
+        raise InputError(f"unknown model {model!r}; choose one of the list", field="model")
+    if corpus_file is not None and corpus_file.filename:
+        data = await corpus_file.read()
+        corpus, ref = await run_in_threadpool(indexes.save_upload, corpus_file.filename, data)
+    else:
+        corpus, ref = await run_in_threadpool(indexes.default_corpus)
+    revision = await manager.run(model, lambda lm: lm.revision)
+    await run_in_threadpool(indexes.build, model, revision, corpus, ref, {"top_k": top_k})
+    return templates_of(request).TemplateResponse(
+        request, "_indexes.html", _indexes_context(manager, settings, indexes))
+
+
+@router.get("/neurons/search", response_class=HTMLResponse)
+async def search_partial(request: Request, manager: ManagerDep, settings: SettingsDep,
+                         indexes: IndexesDep,
+                         q: Annotated[str, Query(max_length=100)] = "",
+                         model: Annotated[str, Query(max_length=64)] = "") -> HTMLResponse:
+    model = model or settings.default_model
+    row, hits = await run_in_threadpool(indexes.search, model, _base_of(manager, model), q)
+    return templates_of(request).TemplateResponse(request, "_neuron_search.html", {
+        "hits": hits, "q": q, "model": model, "index": row})
+
+
+@router.get("/indexes/jobs/{job_id}", response_class=HTMLResponse)
+async def index_job_page(request: Request, job_id: str, queue: QueueDep) -> HTMLResponse:
+    """An index build's state, progress and log (polled while it runs)."""
+    job = job_or_404(queue, job_id)
+    return templates_of(request).TemplateResponse(request, "index_job.html", {
+        "job": job, "log": queue.log_tail(job.id, 60),
+        "running": job.state in ("queued", *ACTIVE)})
+
+
+@router.post("/indexes/jobs/{job_id}/cancel", response_class=HTMLResponse)
+async def index_job_cancel(request: Request, job_id: str, queue: QueueDep) -> HTMLResponse:
+    job = queue.cancel(job_or_404(queue, job_id).id)
+    return templates_of(request).TemplateResponse(request, "index_job.html", {
+        "job": job, "log": queue.log_tail(job.id, 60),
+        "running": job.state in ("queued", *ACTIVE)})

@@ -1,0 +1,166 @@
+"""Neuron meaning for the pages and the API: exemplar indexes (built as jobs), uploaded
+corpora, and what a neuron responds to (exemplars, statistics, description).
+
+The arrays are read with analysis.neurons' reader; a reader is reopened when its index
+has grown (an index is usable for what it has seen while it is being built)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import InputError, NotFound
+from app.jobs.index_job import CORPORA_DIR, index_path
+from app.jobs.queue import JobQueue
+from app.store.indexes import BUILDING, QUEUED, READY, IndexStore
+from app.store.tables import NeuronIndex
+
+ACTIVE_INDEX = (QUEUED, BUILDING)
+
+
+class IndexService:
+    def __init__(self, store: IndexStore, queue: JobQueue, data_dir: Path) -> None:
+        self.store, self.queue, self.data_dir = store, queue, Path(data_dir)
+        self._readers: dict[str, tuple[int, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- corpora -------------------------------------------------------------------------
+
+    def save_upload(self, filename: str, data: bytes) -> tuple[Any, dict[str, Any]]:
+        """Check an uploaded corpus (typed 4xx errors for empty, binary, oversize, bad
+        JSONL) and keep it under the data directory by content key; nothing is written
+        for a refused file."""
+        from analysis.neurons.corpus import corpus_from_bytes
+
+        corpus = corpus_from_bytes(filename, data)
+        folder = self.data_dir / CORPORA_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".jsonl" if filename.lower().endswith(".jsonl") else ".txt"
+        target = folder / f"{corpus.key[:16]}{suffix}"
+        if not target.exists():
+            partial = target.with_suffix(target.suffix + ".part")
+            partial.write_bytes(data)
+            partial.replace(target)  # atomic: a crash never leaves half a corpus
+        ref = {"kind": "file", "path": f"{CORPORA_DIR}/{target.name}", "name": corpus.name}
+        return corpus, ref
+
+    @staticmethod
+    def default_corpus() -> tuple[Any, dict[str, Any]]:
+        from analysis.neurons.corpus import default_corpus
+
+        corpus = default_corpus()
+        return corpus, {"kind": "default", "name": corpus.name}
+
+    # -- builds --------------------------------------------------------------------------
+
+    def build(self, model: str, revision: str, corpus: Any, ref: dict[str, Any],
+              settings: dict[str, Any] | None = None) -> NeuronIndex:
+        """Queue a build of (model, revision, corpus), or return the index that already
+        covers it: finished, or being built. A failed, cancelled or interrupted one is
+        queued again and resumes from its checkpoint."""
+        existing = self.store.find(model, revision, corpus.key)
+        if existing is not None and (existing.state == READY or existing.state in ACTIVE_INDEX):
+            return existing
+        if existing is None:
+            existing = self.store.create(
+                model=model, revision=revision, corpus_key=corpus.key,
+                corpus_name=corpus.name[:200], path=index_path(model, corpus.key),
+                meta={"corpus": ref, "texts": len(corpus.texts), "settings": settings or {}})
+        config = {"index_id": existing.id, "corpus": ref, "settings": settings or {}}
+        job_id = self.queue.submit_index(model, f"index {model} on {corpus.name}"[:128],
+                                         config)
+        self.store.update(existing.id, state=QUEUED, job_id=job_id, error=None)
+        return self.store.require(existing.id)
+
+    def list(self, model: str | None = None) -> list[NeuronIndex]:
+        return self.store.list(model)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def reader(self, model: str) -> Any | None:
+        """The best index of a model, opened (None when it has none yet)."""
+        row = self.store.usable(model)
+        if row is None:
+            return None
+        return self.open(row)
+
+    def open(self, row: NeuronIndex) -> Any | None:
+        from analysis.neurons.index import NeuronIndex as Reader
+
+        path = self.data_dir / row.path
+        with self._lock:
+            cached = self._readers.get(row.id)
+            if cached is not None and cached[0] == row.tokens_done:
+                return cached[1]
+            try:
+                reader = Reader.open(path)
+            except (FileNotFoundError, InputError, NotFound):
+                return None  # nothing flushed yet
+            self._readers[row.id] = (row.tokens_done, reader)
+            return reader
+
+    # -- what a neuron responds to ------------------------------------------------------
+
+    def index_for(self, model: str, base: str | None) -> tuple[NeuronIndex | None, Any]:
+        """The model's own index, else its base model's (a fine-tune's neurons keep most
+        of their meaning; the page says whose index it reads)."""
+        for name in (model, base):
+            if not name:
+                continue
+            row = self.store.usable(name)
+            if row is not None:
+                reader = self.open(row)
+                if reader is not None:
+                    return row, reader
+        return None, None
+
+    def building(self, model: str) -> NeuronIndex | None:
+        rows = [r for r in self.store.list(model) if r.state in ACTIVE_INDEX]
+        return rows[0] if rows else None
+
+    def meaning(self, model: str, base: str | None, layer: int, neuron: int,
+                label: str | None, k: int = 12) -> Any | None:
+        from frontend.neurons import neuron_meaning
+
+        row, reader = self.index_for(model, base)
+        if reader is None:
+            return None
+        check_neuron(reader, layer, neuron)
+        stored = self.store.descriptions(row.model, layer, neuron)
+        return neuron_meaning(reader, row, layer, neuron, label=label, stored=stored, k=k)
+
+    def search(self, model: str, base: str | None, query: str,
+               limit: int = 50) -> tuple[NeuronIndex | None, list[Any]]:
+        query = query.strip()
+        if not query:
+            raise InputError("type a word to search for, e.g. kidney", field="q")
+        row, reader = self.index_for(model, base)
+        if reader is None:
+            raise NotFound(f"no exemplar index for {model} yet; build one on /indexes")
+        return row, reader.search(query, limit)
+
+    def corpus_file(self, key: str) -> tuple[Any, dict[str, Any]]:
+        """An uploaded corpus by the key the upload answered with."""
+        from analysis.neurons.corpus import load_corpus
+
+        if not key.isalnum() or len(key) < 16:
+            raise InputError("corpus must be 'default' or the key an upload returned",
+                             field="corpus")
+        matches = sorted((self.data_dir / CORPORA_DIR).glob(f"{key[:16]}.*"))
+        matches = [m for m in matches if not m.name.endswith(".part")]
+        if not matches:
+            raise NotFound(f"no uploaded corpus {key[:16]!r}; upload it to /api/v1/corpora")
+        corpus = load_corpus(matches[0])
+        return corpus, {"kind": "file", "path": f"{CORPORA_DIR}/{matches[0].name}",
+                        "name": corpus.name}
+
+
+def check_neuron(reader: Any, layer: int, neuron: int) -> None:
+    meta = reader.meta
+    n_layers = int(meta["n_layers"]) if isinstance(meta, dict) else int(meta.n_layers)
+    n_neurons = int(meta["n_neurons"]) if isinstance(meta, dict) else int(meta.n_neurons)
+    if not 0 <= layer < n_layers:
+        raise InputError(f"layer must be between 0 and {n_layers - 1}", field="layer")
+    if not 0 <= neuron < n_neurons:
+        raise InputError(f"neuron must be between 0 and {n_neurons - 1}", field="neuron")
