@@ -164,3 +164,32 @@ def check_neuron(reader: Any, layer: int, neuron: int) -> None:
         raise InputError(f"layer must be between 0 and {n_layers - 1}", field="layer")
     if not 0 <= neuron < n_neurons:
         raise InputError(f"neuron must be between 0 and {n_neurons - 1}", field="neuron")
+
+
+def run_candidates(result: Any, lm: Any, indexes: IndexService,
+                   limit: int = 15) -> tuple[list[Any], NeuronIndex | None]:
+    """Concept candidates of a run (analysis/concepts.py) with the model's logit lens and,
+    when the model (or its base) has an index, its exemplars and data description."""
+    from analysis.attribution.describe import describe_neuron
+    from analysis.concepts import concept_candidates
+
+    row, reader = indexes.index_for(lm.name, lm.spec.base)
+
+    def lens(layer: int, neuron: int) -> tuple[list[str], list[str]]:
+        d = describe_neuron(lm.model, lm.tokenizer, layer, neuron, top_k=10)
+        return ([t.token or "" for t in d.promotes], [t.token or "" for t in d.suppresses])
+
+    exemplars = describe = None
+    if reader is not None:
+        from analysis.neurons.describe import data_description
+
+        def exemplars(layer: int, neuron: int) -> list[Any]:
+            return list(reader.exemplars(layer, neuron, 12))
+
+        def describe(layer: int, neuron: int) -> str:
+            return str(data_description(reader, layer, neuron))
+
+    n_layers = int(lm.model.config.get_text_config().num_hidden_layers)
+    found = concept_candidates(result, n_layers, logit_lens=lens, exemplars=exemplars,
+                               describe=describe, limit=limit)
+    return found, row

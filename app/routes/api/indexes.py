@@ -9,8 +9,10 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import IndexesDep, ManagerDep, SettingsDep
+from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import NAME_PATTERN
+from app.services.indexes import run_candidates
+from app.services.runs import load_result, stored_run
 from app.store.tables import NeuronIndex
 
 router = APIRouter(prefix="/api/v1", tags=["neurons"])
@@ -83,3 +85,17 @@ async def search_neurons(indexes: IndexesDep, manager: ManagerDep, settings: Set
     return {"model": name, "index_id": row.id if row else None, "query": q,
             "hits": [h.model_dump(mode="json") if hasattr(h, "model_dump") else h
                      for h in hits]}
+
+
+@router.get("/runs/{run_id}/concepts")
+async def run_concepts(run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+                       indexes: IndexesDep,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 15) -> dict[str, Any]:
+    """Upstream concept candidates towards B (Stage 4), best first, with the reasons for
+    each rank, exemplars and topic words when the model (or its base) has an index."""
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
+    found, row = await manager.run(run.model,
+                                   lambda lm: run_candidates(result, lm, indexes, limit))
+    return {"run_id": run_id, "index_id": row.id if row else None,
+            "candidates": [c.model_dump(mode="json") for c in found]}

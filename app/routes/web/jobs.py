@@ -54,9 +54,10 @@ async def jobs_page(
     request: Request, settings: SettingsDep, queue: QueueDep, runs: RunsDep,
     run: Annotated[str, Query(max_length=32)] = "",
     rerun: Annotated[str, Query(max_length=32)] = "",
+    topics: Annotated[str, Query(max_length=500)] = "",
 ) -> HTMLResponse:
     """The form (pre-filled from a run's target case, or from an earlier job) and the
-    list of jobs."""
+    list of jobs; ``topics`` (from a concept candidate) replaces the suggested words."""
     form: dict[str, Any] = {}
     if run and (source := runs.get(run)) is not None:
         form = {**run_form_values(source), "base_model": source.model}
@@ -64,6 +65,8 @@ async def jobs_page(
             source.prompt, [form["answer_a"], form["answer_b"]]))
     if rerun:
         form = form_of(TrainingConfig.model_validate(job_or_404(queue, rerun).config))
+    if topics.strip():
+        form["topic_words"] = topics.strip()
     return templates_of(request).TemplateResponse(
         request, "jobs.html", _context(request, settings, queue, form))
 

@@ -10,9 +10,19 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from analysis.errors import InputError
-from app.deps import IndexesDep, LabelsDep, ManagerDep, QueueDep, SettingsDep, templates_of
+from app.deps import (
+    IndexesDep,
+    LabelsDep,
+    ManagerDep,
+    QueueDep,
+    RunsDep,
+    SettingsDep,
+    templates_of,
+)
 from app.schemas import NAME_PATTERN
+from app.services.indexes import run_candidates
 from app.services.jobs import job_or_404
+from app.services.runs import load_result, stored_run
 from app.store.indexes import BUILDING, QUEUED
 from app.store.jobs import ACTIVE
 
@@ -107,3 +117,15 @@ async def index_job_cancel(request: Request, job_id: str, queue: QueueDep) -> HT
     return templates_of(request).TemplateResponse(request, "index_job.html", {
         "job": job, "log": queue.log_tail(job.id, 60),
         "running": job.state in ("queued", *ACTIVE)})
+
+
+@router.get("/runs/{run_id}/concepts", response_class=HTMLResponse)
+async def run_concepts(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
+                       labels: LabelsDep, indexes: IndexesDep) -> HTMLResponse:
+    """Stage 4 as a view: the run's upstream concept candidates towards B."""
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
+    found, row = await manager.run(run.model, lambda lm: run_candidates(result, lm, indexes))
+    return templates_of(request).TemplateResponse(request, "_concepts.html", {
+        "candidates": found, "index": row, "run_id": run_id, "model": run.model,
+        "answer_b": result.target_b_text})
