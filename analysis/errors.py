@@ -39,3 +39,9 @@ class NotFound(CircuitlabError, LookupError):
     """A stored record (run, comparison, job) that does not exist."""
 
     status = 404
+
+
+class UpstreamError(CircuitlabError):
+    """A service the operator configured (e.g. an LLM endpoint) failed or is unreachable."""
+
+    status = 502

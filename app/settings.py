@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from analysis.analyze import CircuitLimits
 from analysis.embedded import DEFAULT_EMBEDDED
+from analysis.llm_describe import LLMEndpoint
 from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
 from app.body_limit import BodyLimits
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     include_embedded: bool = Field(True, description="Register the embedded models "
                                    "(SmolLM2-135M-Instruct and Gemma-3-270M).")
     load_on_start: bool = Field(True, description="Load the default model in the lifespan.")
+    llm_describer: LLMEndpoint | None = Field(
+        None, description="An OpenAI-compatible endpoint for neuron descriptions (off "
+                          "by default): CIRCUITLAB_LLM_DESCRIBER__URL, __MODEL.")
     index_on_start: bool = Field(
         True, description="Queue an exemplar index of the default model over the built-in "
                           "corpus at start, unless one exists (a first index takes about "

@@ -130,6 +130,26 @@ class IndexService:
         stored = self.store.descriptions(row.model, layer, neuron)
         return neuron_meaning(reader, row, layer, neuron, label=label, stored=stored, k=k)
 
+    def llm_description(self, model: str, base: str | None, layer: int, neuron: int,
+                        endpoint: Any, promotes: list[str]) -> None:
+        """Ask the operator's LLM endpoint for a description and store it (source "llm",
+        with the prompt used); a human label still wins when shown."""
+        from analysis.llm_describe import describe_prompt, llm_describe
+
+        row, reader = self.index_for(model, base)
+        if reader is None:
+            raise NotFound(f"no exemplar index for {model} yet: an LLM description is "
+                           "written from the exemplars; build an index on /indexes")
+        check_neuron(reader, layer, neuron)
+        prompt = describe_prompt(layer, neuron, reader.exemplars(layer, neuron, 15), promotes)
+        text = llm_describe(endpoint, prompt)
+        self.store.describe(row.model, layer, neuron, "llm", text, index_id=row.id,
+                            meta={"prompt": prompt, "endpoint": endpoint.url,
+                                  "model": endpoint.model})
+
+    def description_meta(self, model: str, layer: int, neuron: int) -> dict[str, Any]:
+        return self.store.description_meta(model, layer, neuron, "llm")
+
     def search(self, model: str, base: str | None, query: str,
                limit: int = 50) -> tuple[NeuronIndex | None, list[Any]]:
         query = query.strip()

@@ -96,3 +96,10 @@ class IndexStore:
             rows = s.scalars(select(NeuronDescription).filter_by(
                 model=model, layer=layer, neuron=neuron))
             return {r.source: r.text for r in rows}
+
+    def description_meta(self, model: str, layer: int, neuron: int,
+                         source: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            row = s.scalar(select(NeuronDescription).filter_by(
+                model=model, layer=layer, neuron=neuron, source=source))
+            return dict(row.meta or {}) if row else {}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from analysis.errors import InputError
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import NAME_PATTERN
 from app.services.indexes import run_candidates
@@ -99,3 +100,29 @@ async def run_concepts(run_id: str, runs: RunsDep, manager: ManagerDep, labels: 
                                    lambda lm: run_candidates(result, lm, indexes, limit))
     return {"run_id": run_id, "index_id": row.id if row else None,
             "candidates": [c.model_dump(mode="json") for c in found]}
+
+
+@router.post("/neurons/{layer}/{neuron}/describe")
+async def llm_describe_route(layer: int, neuron: int, indexes: IndexesDep,
+                             manager: ManagerDep, settings: SettingsDep,
+                             model: Annotated[str | None, Query(max_length=64,
+                                                                pattern=NAME_PATTERN)] = None,
+                             ) -> dict[str, Any]:
+    """Write (and store, source "llm") a description from the neuron's exemplars through
+    the operator's OpenAI-compatible endpoint; 422 when none is configured."""
+    from app.routes.web.neurons import _promotes
+
+    endpoint = settings.llm_describer
+    if endpoint is None:
+        raise InputError("no LLM endpoint is configured (CIRCUITLAB_LLM_DESCRIBER__URL "
+                         "and __MODEL)")
+    name = model or settings.default_model
+    base = manager.spec(name).base
+    promotes = await manager.run(name, lambda lm: _promotes(lm, layer, neuron))
+    await run_in_threadpool(indexes.llm_description, name, base, layer, neuron, endpoint,
+                            promotes)
+    row, _ = indexes.index_for(name, base)
+    owner = row.model if row else name
+    return {"model": owner, "layer": layer, "neuron": neuron,
+            "descriptions": indexes.store.descriptions(owner, layer, neuron),
+            "prompt": indexes.description_meta(owner, layer, neuron).get("prompt")}

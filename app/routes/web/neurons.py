@@ -3,7 +3,7 @@ exemplar indexes (build, progress) and a search over their descriptions."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
@@ -37,15 +37,50 @@ def _base_of(manager: ManagerDep, model: str) -> str | None:
 
 @router.get("/neurons/meaning", response_class=HTMLResponse)
 async def meaning_partial(request: Request, manager: ManagerDep, indexes: IndexesDep,
-                          labels: LabelsDep, model: ModelQuery,
+                          labels: LabelsDep, settings: SettingsDep, model: ModelQuery,
                           layer: Annotated[int, Query(ge=0, le=10_000)],
                           neuron: Annotated[int, Query(ge=0, le=1_000_000)]) -> HTMLResponse:
+    return await _meaning(request, manager, indexes, labels, settings, model, layer, neuron)
+
+
+async def _meaning(request: Request, manager: ManagerDep, indexes: IndexesDep,
+                   labels: LabelsDep, settings: SettingsDep, model: str, layer: int,
+                   neuron: int) -> HTMLResponse:
     base = _base_of(manager, model)
     label = labels.get(base or model, layer, neuron)
     meaning = await run_in_threadpool(indexes.meaning, model, base, layer, neuron, label)
+    llm_meta = (indexes.description_meta(meaning.index_model, layer, neuron)
+                if meaning else {})
     return templates_of(request).TemplateResponse(request, "_neuron_meaning.html", {
-        "meaning": meaning, "model": model,
+        "meaning": meaning, "model": model, "llm_enabled": settings.llm_describer is not None,
+        "llm_prompt": llm_meta.get("prompt"),
         "building": None if meaning else indexes.building(base or model)})
+
+
+@router.post("/neurons/describe", response_class=HTMLResponse)
+async def llm_describe_neuron(
+        request: Request, manager: ManagerDep, indexes: IndexesDep, labels: LabelsDep,
+        settings: SettingsDep,
+        model: Annotated[str, Form(max_length=64, pattern=NAME_PATTERN)],
+        layer: Annotated[int, Form(ge=0, le=10_000)],
+        neuron: Annotated[int, Form(ge=0, le=1_000_000)]) -> HTMLResponse:
+    """Ask the operator's LLM endpoint to describe the neuron from its exemplars."""
+    endpoint = settings.llm_describer
+    if endpoint is None:
+        raise InputError("no LLM endpoint is configured (CIRCUITLAB_LLM_DESCRIBER__URL "
+                         "and __MODEL); the data-only description needs none")
+    promotes = await manager.run(model, lambda lm: _promotes(lm, layer, neuron))
+    await run_in_threadpool(indexes.llm_description, model, _base_of(manager, model),
+                            layer, neuron, endpoint, promotes)
+    return await _meaning(request, manager, indexes, labels, settings, model, layer, neuron)
+
+
+def _promotes(lm: Any, layer: int, neuron: int) -> list[str]:
+    from analysis.attribution.describe import check_model_neuron, describe_neuron
+
+    check_model_neuron(lm.model, layer, neuron)
+    return [t.token or "" for t in describe_neuron(lm.model, lm.tokenizer, layer, neuron,
+                                                    top_k=10).promotes]
 
 
 def _indexes_context(manager: ManagerDep, settings: SettingsDep,
