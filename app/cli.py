@@ -217,6 +217,7 @@ def analyze(
     from analysis.analyze import CircuitRequest
     from analysis.analyze import analyze as run_analyze
     from analysis.attribution import CircuitSettings
+    from analysis.attribution.export import write_viewer_files
     from analysis.prompts import PromptSpec
 
     if (contrastive is None) == (target is None):
@@ -242,9 +243,12 @@ def analyze(
     if output:
         output.mkdir(parents=True, exist_ok=True)
         result.save(output / "graph.json")
-        (output / "circuit-tracer.json").write_text(json.dumps(result.to_circuit_tracer()))
+        graph = result.to_circuit_tracer()
+        (output / "circuit-tracer.json").write_text(json.dumps(graph))
+        # The folder circuit-tracer's local viewer serves: <slug>.json + graph-metadata.json.
+        write_viewer_files(graph, output / "viewer")
         (output / "summary.txt").write_text(summary + "\n")
-        typer.echo(f"wrote {output}/graph.json, circuit-tracer.json, summary.txt")
+        typer.echo(f"wrote {output}/graph.json, circuit-tracer.json, viewer/, summary.txt")
 
 
 @cli.command()

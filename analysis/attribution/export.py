@@ -2,29 +2,52 @@
 
 Layout as written by ``circuit_tracer.utils.create_graph_files`` (graph_models.py):
 ``metadata`` (slug, scan, transcoder_list, prompt_tokens, prompt, node_threshold,
-schema_version), ``qParams``, ``nodes`` and ``links`` (source, target, weight).
+schema_version), ``qParams``, ``nodes`` and ``links`` (source, target, weight). Every
+export validates against Neuronpedia's upload schema (tests/fixtures/conformance).
 
-Mapping choices, so the viewers render our neuron graphs:
+Mapping choices, so the field's viewers read our neuron graphs as we mean them:
 
 * neuron nodes use ``node_id = "{layer}_{neuron}_{pos}"`` and ``feature_type =
   "cross layer transcoder"`` (the viewers only know that feature kind besides errors,
   embeddings and logits); ``feature`` is the Cantor pairing of (layer, neuron) like
   circuit-tracer's; ``clerp`` is the user's label or ``L{l}/N{n}``;
-* ``influence`` follows circuit-tracer's meaning, which the viewer's pruning slider
-  reads: the cumulative share of total |influence| up to and including the node (nodes
-  ranked by |influence|). Our signed influence in logit units is kept in
-  ``logit_influence``;
-* one logit node (the target answer A, ``is_target_logit``) receives every node's
-  influence on the metric; for a contrast its label names both answers;
+* ``influence`` is what circuit-tracer's viewer prunes on: the cumulative share of the
+  exported nodes' total |influence| up to and including the node (nodes ranked by
+  |influence|, so the strongest is smallest, the last is exactly 1). Our signed influence
+  in logit units is kept in ``logit_influence``;
+* ``metadata.node_threshold`` is 1.0, the viewer's default cut on that share, so it opens
+  on every exported node and its slider prunes from there. Our own pruning (tau or
+  cumulative mass, max nodes, edge threshold) is in ``metadata.pruning_settings`` and the
+  model, method and metric in ``metadata.generation_settings``;
+* the answers are plain logit nodes, ``Output "tok" (p=0.123)``, the form the viewer
+  parses (token between the first pair of quotes, probability after ``(p=``). Each node's
+  link into answer A's node carries its effect on our metric: ``m = logit(A) - logit(B)``
+  for a contrast, ``logit(A)`` for one target. For a contrast B's node has no links: we
+  attribute the difference, not each logit, and the viewer's ``logitDiff=A__vs__B``
+  URL parameter then builds a node named "A - B" whose links are exactly those effects
+  (``generation_settings.viewer_query`` holds that query);
+* ``metadata.scan`` is ``circuitlab-neurons.<model>``: the viewers fetch feature
+  examples by ``scan`` (as a model or repository id), and no hub id can start so, so
+  nobody's examples are shown as our neurons'. The model's own name is in
+  ``generation_settings.model``;
 * every prompt position gets an embedding node ``E_{token}_{pos}`` (no links), as in
   circuit-tracer's files.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult
+
+# Neuronpedia refuses an upload whose scan or slug has other characters.
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]+")
+SCAN_PREFIX = "circuitlab-neurons."
 
 
 def _cantor(x: int, y: int) -> int:
@@ -32,85 +55,158 @@ def _cantor(x: int, y: int) -> int:
 
 
 def _pp(token: str | None) -> str:
-    return (token or "").replace("\n", "⏎").replace("\t", "→").replace("\r", "↵")
+    """A token as circuit-tracer prints it; a double quote would end the viewer's parse of
+    ``Output "tok"``, so it becomes a full-width one."""
+    text = token or ""
+    return (text.replace("\n", "⏎").replace("\t", "→").replace("\r", "↵")
+            .replace('"', "＂"))
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character Neuronpedia's slug/scan rule refuses as ``-``."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", text) or "graph"
+
+
+def scan_id(model: str | None) -> str:
+    return SCAN_PREFIX + safe_name(model or "model")
+
+
+def generator() -> dict[str, str]:
+    """Who wrote the file, as Neuronpedia's schema wants it (an object)."""
+    try:
+        version = package_metadata.version("circuitlab")
+        urls = package_metadata.metadata("circuitlab").get_all("Project-URL") or []
+    except package_metadata.PackageNotFoundError:  # running from a source tree
+        version, urls = "unknown", []
+    url = urls[0].split(",", 1)[-1].strip() if urls else ""
+    return {"name": "circuitlab", "version": version, "url": url}
+
+
+def _logit_node(token_id: int, text: str, prob: float | None, layer: int, pos: int,
+                target: bool) -> dict[str, Any]:
+    p = prob if prob is not None else 0.0
+    return {
+        "node_id": f"{layer}_{token_id}_{pos}",
+        "jsNodeId": f"L_{token_id}-{pos}",
+        "feature": token_id,
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": "logit",
+        "token_prob": p,
+        "is_target_logit": target,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "clerp": f'Output "{text}" (p={p:.3f})',
+        "influence": None,
+        "activation": None,
+    }
+
+
+def _neuron_nodes(result: CircuitResult) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Neuron nodes with their cumulative |influence| share, and our id -> theirs."""
+    ranked = sorted(result.nodes, key=lambda n: -abs(n.influence))
+    total = sum(abs(n.influence) for n in ranked)
+    running = 0.0
+    nodes: list[dict[str, Any]] = []
+    ids: dict[str, str] = {}
+    for i, node in enumerate(ranked):
+        running += abs(node.influence)
+        # The last share is exactly 1 so a cut at 1.0 never drops it to rounding.
+        share = 1.0 if i == len(ranked) - 1 or total == 0 else min(1.0, running / total)
+        nid = f"{node.layer}_{node.neuron}_{node.position}"
+        ids[node.node_id] = nid
+        nodes.append({
+            "node_id": nid,
+            "jsNodeId": f"{node.layer}_{node.neuron}-0",
+            "feature": _cantor(node.layer, node.neuron),
+            "layer": str(node.layer),
+            "ctx_idx": node.position,
+            "feature_type": "cross layer transcoder",
+            "token_prob": 0.0,
+            "is_target_logit": False,
+            "run_idx": 0,
+            "reverse_ctx_idx": 0,
+            "clerp": node.label or node.name,
+            "influence": share,
+            "activation": node.activation,
+            "logit_influence": node.influence,
+        })
+    return nodes, ids
+
+
+def _embedding_nodes(result: CircuitResult) -> list[dict[str, Any]]:
+    return [{
+        "node_id": f"E_{tok.id}_{pos}",
+        "jsNodeId": f"E_{tok.id}-{pos}",
+        "feature": pos,
+        "layer": "E",
+        "ctx_idx": pos,
+        "feature_type": "embedding",
+        "token_prob": 0.0,
+        "is_target_logit": False,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "clerp": "",
+        "influence": None,
+        "activation": None,
+    } for pos, tok in enumerate(result.tokens)]
+
+
+def _settings(result: CircuitResult, slug: str, name_a: str,
+              name_b: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """generation_settings and pruning_settings: what made this graph, in our terms."""
+    p = result.params
+    metric = f'logit("{name_a}") - logit("{name_b}")' if name_b is not None \
+        else f'logit("{name_a}")'
+    query = f"slug={quote(slug)}"
+    if name_b is not None:
+        query += f"&logitDiff={quote(name_a)}__vs__{quote(name_b)}"
+    generation = {
+        "model": result.model_name or "",
+        "model_revision": result.model_revision or "",
+        "node_kind": "mlp neuron (input of down_proj) at one position",
+        "method": p.method,
+        "metric": metric,
+        "m": result.m,
+        "influence_sum": result.influence_sum,
+        "link_to_logit": f"each node's effect on {metric} (links go into answer A's node)",
+        "viewer_query": query,
+    }
+    pruning: dict[str, Any] = {"mode": p.mode, "per_layer_top_k": p.per_layer_top_k,
+                               "n_nodes": len(result.nodes)}
+    if p.mode == "tau":
+        pruning["tau"] = p.tau  # keep |influence| >= tau * |m|
+    else:
+        pruning["mass"] = p.mass  # keep up to this share of |influence|
+    if p.max_nodes is not None:
+        pruning["max_nodes"] = p.max_nodes
+    if p.edges:
+        # Ours is an absolute |weight| cut, not circuit-tracer's cumulative edge_threshold.
+        pruning["min_edge_weight"] = p.edge_threshold
+        pruning["edge_normalization"] = p.edge_normalization
+    return generation, pruning
 
 
 def to_circuit_tracer(result: CircuitResult, slug: str | None = None) -> dict[str, Any]:
     """The graph as a JSON-ready dict in circuit-tracer's format."""
     n_layers = _n_layers(result)
     last = len(result.input_ids) - 1
+    logit_layer = n_layers + 1
     tokens = [t.text if t.text is not None else str(t.id) for t in result.tokens]
-    node_ids: dict[str, str] = {}
-    nodes: list[dict[str, Any]] = []
+    model = result.model_name or "model"
+    slug = safe_name(slug or f"{model}-{(result.cache_key or 'graph')[:12]}")
 
-    total = sum(abs(n.influence) for n in result.nodes) or 1.0
-    running = 0.0
-    for node in sorted(result.nodes, key=lambda n: -abs(n.influence)):
-        running += abs(node.influence)
-        nid = f"{node.layer}_{node.neuron}_{node.position}"
-        node_ids[node.node_id] = nid
-        nodes.append(
-            {
-                "node_id": nid,
-                "jsNodeId": f"{node.layer}_{node.neuron}-0",
-                "feature": _cantor(node.layer, node.neuron),
-                "layer": str(node.layer),
-                "ctx_idx": node.position,
-                "feature_type": "cross layer transcoder",
-                "token_prob": 0.0,
-                "is_target_logit": False,
-                "run_idx": 0,
-                "reverse_ctx_idx": 0,
-                "clerp": node.label or node.name,
-                "influence": running / total,
-                "activation": node.activation,
-                "logit_influence": node.influence,
-            }
-        )
-    for pos, tok in enumerate(result.tokens):
-        nodes.append(
-            {
-                "node_id": f"E_{tok.id}_{pos}",
-                "jsNodeId": f"E_{tok.id}-{pos}",
-                "feature": pos,
-                "layer": "E",
-                "ctx_idx": pos,
-                "feature_type": "embedding",
-                "token_prob": 0.0,
-                "is_target_logit": False,
-                "run_idx": 0,
-                "reverse_ctx_idx": 0,
-                "clerp": "",
-                "influence": None,
-                "activation": None,
-            }
-        )
-    logit_id = f"{n_layers + 1}_{result.target_a}_{last}"
-    prob = result.prob_a if result.prob_a is not None else 0.0
+    nodes, node_ids = _neuron_nodes(result)
+    nodes += _embedding_nodes(result)
     name_a = _pp(result.target_a_text) or str(result.target_a)
+    a_node = _logit_node(result.target_a, name_a, result.prob_a, logit_layer, last, True)
+    nodes.append(a_node)
+    name_b = None
     if result.target_b is not None:
         name_b = _pp(result.target_b_text) or str(result.target_b)
-        label = f'Output "{name_a}" − "{name_b}" (p={prob:.3f})'
-    else:
-        label = f'Output "{name_a}" (p={prob:.3f})'
-    nodes.append(
-        {
-            "node_id": logit_id,
-            "jsNodeId": f"L_{result.target_a}-{last}",
-            "feature": result.target_a,
-            "layer": str(n_layers + 1),
-            "ctx_idx": last,
-            "feature_type": "logit",
-            "token_prob": prob,
-            "is_target_logit": True,
-            "run_idx": 0,
-            "reverse_ctx_idx": 0,
-            "clerp": label,
-            "influence": None,
-            "activation": None,
-        }
-    )
-    node_ids[METRIC_NODE_ID] = logit_id
+        nodes.append(_logit_node(result.target_b, name_b, result.prob_b, logit_layer, last,
+                                 False))
+    node_ids[METRIC_NODE_ID] = a_node["node_id"]
 
     links = [
         {"source": node_ids[e.source], "target": node_ids[e.target], "weight": e.weight}
@@ -118,27 +214,28 @@ def to_circuit_tracer(result: CircuitResult, slug: str | None = None) -> dict[st
         if e.source in node_ids and e.target in node_ids
     ]
     if not any(e.target == METRIC_NODE_ID for e in result.edges):
-        links += [
-            {"source": node_ids[n.node_id], "target": logit_id, "weight": n.influence}
-            for n in result.nodes
-        ]
-    model = result.model_name or "model"
+        links += [{"source": node_ids[n.node_id], "target": a_node["node_id"],
+                   "weight": n.influence} for n in result.nodes]
+
+    generation, pruning = _settings(result, slug, name_a, name_b)
+    contrast = f'"{name_a}" vs "{name_b}"' if name_b is not None else f'"{name_a}"'
     return {
         "metadata": {
-            "slug": slug or f"{model}-{(result.cache_key or 'graph')[:12]}",
-            "scan": model,
+            "slug": slug,
+            "scan": scan_id(result.model_name),
             "transcoder_list": [],
             "prompt_tokens": [_pp(t) for t in tokens],
             "prompt": result.prompt or "".join(tokens),
-            "node_threshold": result.params.tau if result.params.mode == "tau" else None,
+            "node_threshold": 1.0,
             "schema_version": 1,
             "info": {
-                "generator": "circuitlab",
-                "node_kind": "mlp neuron (input of down_proj) at one position",
-                "method": result.params.method,
-                "metric": result.m,
-                "edge_normalization": result.params.edge_normalization,
+                "description": f"MLP-neuron circuit of {model} for {contrast}, "
+                               f"{generation['metric']} = {result.m:+.3f} "
+                               f"({result.params.method}). Open with ?{generation['viewer_query']}",
+                "generator": generator(),
             },
+            "generation_settings": generation,
+            "pruning_settings": pruning,
         },
         "qParams": {
             "pinnedIds": [],
@@ -150,6 +247,24 @@ def to_circuit_tracer(result: CircuitResult, slug: str | None = None) -> dict[st
         "nodes": nodes,
         "links": links,
     }
+
+
+def write_viewer_files(graph: dict[str, Any], directory: str | Path) -> Path:
+    """Write ``<slug>.json`` and add it to ``graph-metadata.json`` in ``directory``: the
+    layout circuit-tracer's local server reads (``circuit-tracer start-server
+    --graph_file_dir directory``). Returns the graph file's path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = graph["metadata"]
+    path = directory / f"{meta['slug']}.json"
+    path.write_text(json.dumps(graph))
+    index_path = directory / "graph-metadata.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"graphs": []}
+    entry = {k: meta[k] for k in ("slug", "scan", "transcoder_list", "prompt_tokens",
+                                  "prompt", "node_threshold", "schema_version")}
+    index["graphs"] = [g for g in index["graphs"] if g.get("slug") != entry["slug"]] + [entry]
+    index_path.write_text(json.dumps(index, indent=1))
+    return path
 
 
 def _n_layers(result: CircuitResult) -> int:

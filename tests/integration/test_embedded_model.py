@@ -185,6 +185,9 @@ def test_cli_analyze_writes_the_graph_and_summary(tmp_path: Path,
     assert strongest.name in summary and strongest.name in r.stdout
     tracer = json.loads((out / "circuit-tracer.json").read_text())
     assert len([n for n in tracer["nodes"] if n.get("feature_type") != "logit"]) >= 1
+    viewer = json.loads((out / "viewer" / "graph-metadata.json").read_text())
+    assert [g["slug"] for g in viewer["graphs"]] == [tracer["metadata"]["slug"]]
+    assert (out / "viewer" / f"{tracer['metadata']['slug']}.json").is_file()
 
     r = CliRunner().invoke(cli, ["analyze", SEED_PROMPT, "--contrastive", " renin", " renin"])
     assert r.exit_code == 2 and "same token" in r.output

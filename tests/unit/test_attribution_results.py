@@ -90,7 +90,7 @@ def test_circuit_tracer_export(result: CircuitResult) -> None:
     graph = to_circuit_tracer(result, slug="test")
     assert set(graph) == {"metadata", "qParams", "nodes", "links"}
     meta = graph["metadata"]
-    assert meta["slug"] == "test" and meta["scan"] == "tiny-llama"
+    assert meta["slug"] == "test" and meta["scan"] == "circuitlab-neurons.tiny-llama"
     assert meta["prompt_tokens"] == [t.text for t in result.tokens]
     ids = {n["node_id"] for n in graph["nodes"]}
     for link in graph["links"]:
