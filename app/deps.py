@@ -16,6 +16,7 @@ from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.labels import LabelStore
 from app.store.runs import RunStore
+from app.store.supernodes import SupernodeStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -39,8 +40,13 @@ def get_runs(request: Request) -> RunStore:
     return request.app.state.runs  # type: ignore[no-any-return]
 
 
+def get_supernodes(request: Request) -> SupernodeStore:
+    return request.app.state.supernodes  # type: ignore[no-any-return]
+
+
 LabelsDep = Annotated[LabelStore, Depends(get_labels)]
 RunsDep = Annotated[RunStore, Depends(get_runs)]
+SupernodesDep = Annotated[SupernodeStore, Depends(get_supernodes)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(templates_of)]

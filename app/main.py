@@ -25,12 +25,14 @@ from app.routes.api import models as models_api
 from app.routes.api import neurons as neurons_api
 from app.routes.api import predict as predict_api
 from app.routes.api import runs as runs_api
+from app.routes.api import supernodes as supernodes_api
 from app.routes.web import analyze as analyze_web
 from app.routes.web import compare as compare_web
 from app.routes.web import jobs as jobs_web
 from app.routes.web import neurons as neurons_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
+from app.routes.web import supernodes as supernodes_web
 from app.services import build_services
 from app.services.indexes import IndexService
 from app.settings import PROJECT_ROOT, Settings
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.labels = services.labels
     app.state.runs = services.runs
     app.state.variants = services.variants
+    app.state.supernodes = services.supernodes
     app.state.jobs = jobs
     app.state.indexes = IndexService(IndexStore(services.sessions), jobs, settings.data_dir)
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
@@ -103,10 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                                          ensure_ascii=False)
     install_error_handlers(app)
     install_body_limit(app, settings.body_limits)
-    for api in (models_api, predict_api, runs_api, indexes_api, neurons_api, compare_api,
-                jobs_api):
+    for api in (models_api, predict_api, runs_api, supernodes_api, indexes_api, neurons_api,
+                compare_api, jobs_api):
         app.include_router(api.router)
-    for web in (analyze_web, runs_web, screen_web, compare_web, jobs_web, neurons_web):
+    for web in (analyze_web, runs_web, supernodes_web, screen_web, compare_web, jobs_web,
+                neurons_web):
         app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 

@@ -14,6 +14,7 @@ from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.labels import LabelStore
 from app.store.runs import RunStore
+from app.store.supernodes import SupernodeStore
 from app.store.tables import init_db
 from app.store.variants import VariantStore
 
@@ -26,6 +27,7 @@ class Services:
     runs: RunStore
     labels: LabelStore
     variants: VariantStore
+    supernodes: SupernodeStore
 
 
 def build_services(settings: Settings) -> Services:
@@ -37,4 +39,5 @@ def build_services(settings: Settings) -> Services:
                            settings.max_resident_models, discover=variants.specs)
     manager.refresh()
     return Services(settings=settings, sessions=sessions, manager=manager,
-                    runs=RunStore(sessions), labels=LabelStore(sessions), variants=variants)
+                    runs=RunStore(sessions), labels=LabelStore(sessions), variants=variants,
+                    supernodes=SupernodeStore(sessions))
