@@ -45,7 +45,8 @@ def test_store_round_trip(db_url: str) -> None:  # noqa: F811
 
 def _synthetic() -> CircuitResult:
     """Two triangles of strongly linked nodes, one pushing A and one B, joined by a weak
-    edge; every node also has an edge into the metric (which must not merge them)."""
+    edge into a node with a strong input; every node also has an edge into the metric
+    (which must not merge them)."""
     nodes = [Node(layer=layer, position=pos, neuron=neuron, influence=infl, activation=1.0)
              for layer, pos, neuron, infl in [
                  (0, 1, 10, 0.5), (1, 1, 11, 0.4), (2, 1, 12, 0.3),     # towards A
@@ -55,7 +56,7 @@ def _synthetic() -> CircuitResult:
     edges = [Edge(source=ids[s], target=ids[t], weight=w, raw=w) for s, t, w in [
         (0, 1, 1.0), (0, 2, 0.8), (1, 2, -0.9),
         (3, 4, -1.2), (3, 5, 0.7), (4, 5, 1.1),
-        (2, 3, 0.05),
+        (0, 4, 0.05),
     ]] + [Edge(source=i, target="metric", weight=2.0, raw=2.0) for i in ids]
     return CircuitResult(
         input_ids=[1, 2, 3, 4], target_a=5, target_b=6, m=-1.2, logit_a=1.0, logit_b=2.2,
@@ -66,7 +67,13 @@ def _synthetic() -> CircuitResult:
 
 def test_suggestions_find_two_obvious_communities() -> None:
     result = _synthetic()
-    assert run_graph(result).number_of_edges() == 7  # the metric edges are left out
+    graph = run_graph(result)
+    assert graph.number_of_edges() == 7  # the metric edges are left out
+    # Each edge weighs its share of the target's input: node 4 takes 1.2 from node 3 and
+    # 0.05 from node 0.
+    ids = [n.node_id for n in result.nodes]
+    assert graph[ids[3]][ids[4]]["weight"] == pytest.approx(1.2 / 1.25)
+    assert graph[ids[0]][ids[4]]["weight"] == pytest.approx(0.05 / 1.25)
     groups = suggest_groups(result)
     as_sets = [{(m.layer, m.neuron, m.position) for m in g.members} for g in groups]
     assert as_sets == [{(0, 20, 3), (1, 21, 3), (2, 22, 3)},   # strongest |influence| first
@@ -74,7 +81,7 @@ def test_suggestions_find_two_obvious_communities() -> None:
     assert [g.towards for g in groups] == ["B", "A"]
     assert groups[0].influence == pytest.approx(-2.4)
     assert groups[0].internal_weight == pytest.approx(3.0)
-    assert groups[0].name == "L0-L2 at 't3' → B"
+    assert groups[0].name == "L0-L2 at 't3' → B, led by L0/N20"
     assert suggest_groups(result) == groups  # seeded: the same on every call
 
 
