@@ -173,7 +173,9 @@ def _settings(result: CircuitResult, slug: str, name_a: str,
         "viewer_query": query,
     }
     pruning: dict[str, Any] = {"mode": p.mode, "per_layer_top_k": p.per_layer_top_k,
-                               "n_nodes": len(result.nodes)}
+                               "n_nodes": len(result.nodes),
+                               "drop_always_on": p.drop_always_on,
+                               "n_always_on": len(result.always_on)}
     if p.mode == "tau":
         pruning["tau"] = p.tau  # keep |influence| >= tau * |m|
     else:

@@ -117,14 +117,14 @@ def run_graph(result: CircuitResult) -> nx.Graph:
     inputs: dict[str, float] = defaultdict(float)
     for edge in edges:
         inputs[edge.target] += abs(edge.weight)
+    shares: dict[tuple[str, str], float] = defaultdict(float)
+    for edge in edges:
+        if inputs[edge.target] > 0:
+            pair = (min(edge.source, edge.target), max(edge.source, edge.target))
+            shares[pair] += abs(edge.weight) / inputs[edge.target]
     graph = nx.Graph()
     graph.add_nodes_from(n.node_id for n in result.nodes)
-    for edge in edges:
-        if inputs[edge.target] == 0:
-            continue
-        share = abs(edge.weight) / inputs[edge.target]
-        old = graph.get_edge_data(edge.source, edge.target, {"weight": 0.0})["weight"]
-        graph.add_edge(edge.source, edge.target, weight=old + share)
+    graph.add_weighted_edges_from((s, t, w) for (s, t), w in shares.items())
     return graph
 
 

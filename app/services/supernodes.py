@@ -4,6 +4,7 @@ own tokens."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from analysis.attribution import CircuitResult, InterventionResult, intervene
@@ -49,8 +50,19 @@ def payload(row: Supernode, result: CircuitResult) -> dict[str, Any]:
             "towards": "A" if influence > 0 else "B"}
 
 
+# A stored run never changes, so its suggestions are computed once per process (the
+# partial re-renders them after every save and delete).
+_SUGGESTIONS: OrderedDict[str, list[SuggestedGroup]] = OrderedDict()
+_SUGGESTIONS_KEPT = 64
+
+
 def suggestions(run: Run) -> list[SuggestedGroup]:
-    return suggest_groups(run_result(run))
+    if run.id not in _SUGGESTIONS:
+        _SUGGESTIONS[run.id] = suggest_groups(run_result(run))
+        while len(_SUGGESTIONS) > _SUGGESTIONS_KEPT:
+            _SUGGESTIONS.popitem(last=False)
+    _SUGGESTIONS.move_to_end(run.id)
+    return [g.model_copy(deep=True) for g in _SUGGESTIONS[run.id]]
 
 
 async def intervene_group(manager: ModelManager, run: Run, row: Supernode,

@@ -105,6 +105,7 @@ def test_viewer_default_cut_shows_every_exported_node(run: CircuitResult) -> Non
     pruning = graph["metadata"]["pruning_settings"]
     assert pruning["mode"] == run.params.mode and pruning["n_nodes"] == len(run.nodes)
     assert ("tau" in pruning) == (run.params.mode == "tau")
+    assert pruning["drop_always_on"] is run.params.drop_always_on
 
 
 def _viewer_token(clerp: str) -> str:
