@@ -28,7 +28,7 @@ SEEN: list[dict] = []
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         SEEN.append({"path": self.path, "body": body,
                      "auth": self.headers.get("Authorization")})
