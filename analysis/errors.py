@@ -39,3 +39,16 @@ class NotFound(CircuitlabError, LookupError):
     """A stored record (run, comparison, job) that does not exist."""
 
     status = 404
+
+
+class Busy(CircuitlabError):
+    """Too much work is already waiting for the model: try again after ``retry_after``
+    seconds (the server answers 429, or 503 after waiting its longest)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int, status: int = 429) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+        self.headers = {"Retry-After": str(retry_after)}

@@ -10,6 +10,7 @@ from analysis.analyze import describe
 from analysis.attribution.describe import check_model_neuron
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
+from app.access import computes
 from app.deps import LabelsDep, ManagerDep, SettingsDep
 from app.schemas import NAME_PATTERN, LabelRequest
 from app.services.runs import label_model
@@ -17,6 +18,7 @@ from app.services.runs import label_model
 router = APIRouter(prefix="/api/v1", tags=["neurons"])
 
 @router.get("/neurons/{layer}/{neuron}")
+@computes
 async def neuron_route(
     layer: int, neuron: int, manager: ManagerDep, settings: SettingsDep, labels: LabelsDep,
     model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
