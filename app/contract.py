@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.access import SAFE_METHODS, route_needs_token
+from app.access import SAFE_METHODS, route_needs_token, route_table
 
 
 class ErrorDetail(BaseModel):
@@ -55,11 +55,11 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 }
 
 
-def error_codes(route: APIRoute, protect_reads: bool) -> list[int]:
+def error_codes(route: Any, protect_reads: bool) -> list[int]:
     codes = [404, 422]
     if set(route.methods) - SAFE_METHODS:
         codes.append(413)
-        if route.path.startswith("/api/"):
+        if route.path_format.startswith("/api/"):
             codes.append(415)
     if route_needs_token(route.methods, route.endpoint, protect_reads):
         codes += [401, 403, 429, 503]
@@ -73,8 +73,8 @@ def complete_contract(schema: dict[str, Any], app: FastAPI, protect_reads: bool)
         ref_template="#/components/schemas/{model}")["$defs"])
     components["ErrorResponse"] = {k: v for k, v in ErrorResponse.model_json_schema(
         ref_template="#/components/schemas/{model}").items() if k != "$defs"}
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in route_table(app):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
         for method in route.methods:
             operation = schema["paths"].get(route.path_format, {}).get(method.lower())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -79,6 +79,15 @@ class Settings(BaseSettings):
                           "'Authorization: Bearer <token>', the /login session cookie, or "
                           "a form's token field). Never logged.")
     access: AccessSettings = Field(default_factory=AccessSettings)
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        # docker compose passes ${CIRCUITLAB_API_TOKEN:-} as "": that is no token, not a
+        # token everyone knows.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def needs_token(self) -> bool:
         """Whether writes and model work ask for the token (the pages show a token field

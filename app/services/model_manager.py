@@ -54,6 +54,7 @@ class ModelManager:
         self._pending = 0  # requests running or waiting for the lock
         self._pending_lock = threading.Lock()
         self._mean_s = 1.0  # moving mean of one work item's seconds, for Retry-After
+        self.served = 0  # work items done (health; tests prove a read did no model work)
         self.loading: str | None = None
         self.last_error: str | None = None
 
@@ -125,7 +126,8 @@ class ModelManager:
 
     def queue_status(self) -> dict[str, float | int]:
         return {"depth": self._pending, "max_depth": self.queue.max_depth,
-                "max_wait_s": self.queue.max_wait_s, "mean_work_s": round(self._mean_s, 3)}
+                "max_wait_s": self.queue.max_wait_s, "mean_work_s": round(self._mean_s, 3),
+                "served": self.served}
 
     def _retry_after(self, ahead: int) -> int:
         return max(1, min(300, math.ceil(self._mean_s * max(ahead, 1))))
@@ -156,6 +158,7 @@ class ModelManager:
             return fn(self._get_locked(name))
         finally:
             self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
+            self.served += 1
             self._lock.release()
 
     def run_sync(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
