@@ -2,10 +2,10 @@
 
 Routes declare nothing for this: when ``/openapi.json`` is built, each operation gets its
 4xx/5xx responses from :data:`ERROR_RESPONSES` by what the route is (any route: 404, 422;
-a route that takes a body: 413, and 415 on the JSON API; a route the access policy guards:
-401, 403, 429, 503), and FastAPI's own 422 schema (``{"detail": [...]}``, which this app
-never sends) is replaced by :class:`ErrorResponse`. A route added later is covered the
-same way.
+a route that takes a body: 400, 413, and 415 on the JSON API; a route the access policy
+guards: 401, 403, 413, 429, 503), and FastAPI's own 422 schema (``{"detail": [...]}``,
+which this app never sends) is replaced by :class:`ErrorResponse`. A route added later is
+covered the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class ErrorResponse(BaseModel):
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                           "schema": {"type": "integer", "minimum": 1}}}
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"description": "The body could not be read (not UTF-8, a broken form)."},
     401: {"description": "The API token is missing or wrong (beyond localhost).",
           "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
     403: {"description": "Refused: cross-site, or beyond localhost with no token configured."},
@@ -56,13 +57,13 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 
 
 def error_codes(route: Any, protect_reads: bool) -> list[int]:
-    codes = [404, 422]
+    codes = {404, 422}
     if set(route.methods) - SAFE_METHODS:
-        codes.append(413)
+        codes |= {400, 413}  # a body that cannot be read; one over a limit
         if route.path_format.startswith("/api/"):
-            codes.append(415)
+            codes.add(415)
     if route_needs_token(route.methods, route.endpoint, protect_reads):
-        codes += [401, 403, 429, 503]
+        codes |= {401, 403, 413, 429, 503}  # model work: token-sized inputs, the queue
     return sorted(codes)
 
 

@@ -78,6 +78,26 @@ def _problem(err: dict[str, Any]) -> tuple[str, str]:
     return field, str(err.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route serves on ``path``."""
+    from starlette.routing import compile_path
+
+    from app.access import route_table
+
+    exact: set[str] = set()
+    templated: set[str] = set()
+    for route in route_table(app):
+        path_format = getattr(route, "path_format", None)
+        if not path_format or not route.methods:
+            continue
+        if path_format == path:
+            exact |= set(route.methods)
+        elif compile_path(path_format)[0].match(path):
+            templated |= set(route.methods)
+    # /jobs/check is its own resource, though /jobs/{job_id} would match it too.
+    return sorted(exact or templated)
+
+
 def error_response(
     request: Request,
     status: int,
@@ -129,10 +149,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = ("the body could not be read: send UTF-8 JSON (the API) or the "
+                       "page's own form")
         if exc.status_code == 404 and message == "Not Found":
             message = f"no page or endpoint at {clip_echoes(repr(request.url.path))}"
-        # 405 keeps its Allow header, 401 its WWW-Authenticate.
-        return error_response(request, exc.status_code, message, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # The router names the first route on the path only; Allow lists them all.
+            allowed = allowed_methods(request.app, request.url.path)
+            headers["Allow"] = ", ".join(allowed) or headers.get("Allow", "")
+            message = (f"{request.method} is not allowed here; use "
+                       f"{' or '.join(allowed) or 'another path'}")
+        return error_response(request, exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
