@@ -45,3 +45,16 @@ class UpstreamError(CircuitlabError):
     """A service the operator configured (e.g. an LLM endpoint) failed or is unreachable."""
 
     status = 502
+
+
+class Busy(CircuitlabError):
+    """Too much work is already waiting for the model: try again after ``retry_after``
+    seconds (the server answers 429, or 503 after waiting its longest)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int, status: int = 429) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+        self.headers = {"Retry-After": str(retry_after)}

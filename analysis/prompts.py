@@ -24,7 +24,8 @@ class PromptSpec(BaseModel):
     """A prompt and its format, declared once: every request, form and stored run that
     carries a prompt inherits or nests this class."""
 
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS,
+    # The schema says what format_text enforces (not blank), in its words.
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": r"\S"},
                         description="The user's prompt (a completion stem or a question).")
     chat_template: bool = Field(False, description="Wrap in the model's chat template.")
     system_prompt: str | None = Field(

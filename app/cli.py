@@ -48,6 +48,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     model: ModelOpt = None,
+    insecure_no_token: Annotated[bool, typer.Option(
+        "--insecure-no-token", help="Serve beyond localhost WITHOUT an API token: anyone "
+        "who can reach the port may write and compute.")] = False,
 ) -> None:
     """Start the web app with the default model resident."""
     import logging
@@ -63,13 +66,19 @@ def serve(
         overrides["default_model"] = model
     if host:
         overrides["host"] = host  # the token rule follows the address actually bound
+    if insecure_no_token:
+        overrides["access"] = {"insecure_no_token": True}
+    from app.access import start_refusal
     from app.settings import Settings
 
     settings = Settings(**overrides)
-    if settings.needs_token() and not settings.api_token:
-        typer.secho(f"note: listening on {settings.host} without CIRCUITLAB_API_TOKEN: "
-                    "queueing, cancelling and deleting jobs are refused until one is set",
-                    fg="yellow", err=True)
+    if (refusal := start_refusal(settings)) is not None:
+        typer.secho(refusal, fg="red", err=True)
+        raise typer.Exit(2)
+    if settings.access.insecure_no_token and not settings.api_token:
+        typer.secho(f"WARNING: serving on {settings.host} with NO API token "
+                    "(--insecure-no-token): anyone who can reach it may write and compute",
+                    fg="red", err=True)
     app = create_app(settings)
     typer.echo(f"circuitlab: serving on http://{host or settings.host}:{port or settings.port}")
     uvicorn.run(app, host=host or settings.host, port=port or settings.port,

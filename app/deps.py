@@ -1,15 +1,14 @@
-"""Typed access to the app's shared state from routes, and the access policy: routes
-read nothing from ``request.app.state`` themselves."""
+"""Typed access to the app's shared state from routes: routes read nothing from
+``request.app.state`` themselves."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from analysis.errors import CircuitlabError
+from app.access import AccessPolicy
 from app.jobs.queue import JobQueue
 from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
@@ -52,10 +51,6 @@ ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(templates_of)]
 
 
-class Forbidden(CircuitlabError):
-    status = 403
-
-
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
@@ -63,36 +58,10 @@ def get_queue(request: Request) -> JobQueue:
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def check_token(request: Request, settings: Settings, form_token: str = "") -> None:
-    """Beyond localhost, changing the queue needs the operator's token."""
-    if not settings.needs_token():
-        return
-    if not settings.api_token:
-        raise Forbidden("this server listens beyond localhost and has no API token set; "
-                        "the operator must set CIRCUITLAB_API_TOKEN to allow jobs",
-                        field="token")
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    given = given or form_token
-    if not secrets.compare_digest(given.encode(), settings.api_token.encode()):
-        raise Forbidden("a valid API token is needed to change the job queue",
-                        field="token")
-
-
-def queue_access(request: Request, settings: SettingsDep) -> None:
-    """The access policy for the JSON API's queue-changing routes (header token)."""
-    check_token(request, settings)
-
-
-async def queue_access_form(request: Request, settings: SettingsDep) -> None:
-    """The same policy for the pages' forms: the header, or the form's ``token`` field."""
-    form = await request.form()
-    token = form.get("token")
-    check_token(request, settings, token if isinstance(token, str) else "")
-
-
-QueueAccess = Depends(queue_access)
-QueueAccessForm = Depends(queue_access_form)
+# The access policy is one app-level dependency (app/access.py) that covers every route;
+# these names remain for routes written before it (FastAPI runs it once per request).
+QueueAccess = AccessPolicy
+QueueAccessForm = AccessPolicy
 
 
 def get_indexes(request: Request) -> IndexService:

@@ -14,8 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from analysis.prompts import PROMPT_FORMATS
+from app.access import AccessPolicy, no_token
 from app.assets import vendor_files
 from app.body_limit import install_body_limit
+from app.contract import install_contract
+from app.cross_site import install_cross_site_guard
 from app.errors import install_error_handlers
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
@@ -29,6 +32,7 @@ from app.routes.api import supernodes as supernodes_api
 from app.routes.web import analyze as analyze_web
 from app.routes.web import compare as compare_web
 from app.routes.web import jobs as jobs_web
+from app.routes.web import login as login_web
 from app.routes.web import neurons as neurons_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
@@ -87,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "fixed it.",
         version="0.1.0",
         lifespan=lifespan,
+        # One access policy for every route, those added later included (app/access.py).
+        dependencies=[AccessPolicy],
     )
     app.state.settings = settings
     app.state.manager = manager
@@ -106,15 +112,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                                          ensure_ascii=False)
     install_error_handlers(app)
     install_body_limit(app, settings.body_limits)
+    install_cross_site_guard(app, settings)
+    install_contract(app, settings.access.protect_reads)
+    app.state.templates.env.globals["token_needed"] = settings.needs_token()
     for api in (models_api, predict_api, runs_api, supernodes_api, indexes_api, neurons_api,
                 compare_api, jobs_api):
         app.include_router(api.router)
     for web in (analyze_web, runs_web, supernodes_web, screen_web, compare_web, jobs_web,
-                neurons_web):
+                neurons_web, login_web):
         app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)
+    @no_token
     async def vendor_file(name: str) -> FileResponse:
         from fastapi import HTTPException
 

@@ -7,16 +7,93 @@ operator's settings in analysis/.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
+from analysis.correction.config import CorrectionTarget, TrainingConfig
 from analysis.models import NAME_PATTERN
 from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
-from analysis.screening import ScreenItem
+from analysis.screening import MAX_PROMPT_CHARS, ScreenItem
+
+# "Not blank" in the OpenAPI schema for fields whose validators refuse blank text, so a
+# schema-valid request is one the app accepts.
+NON_BLANK = r"\S"
 
 
-class PromptFields(PromptSpec):
+def _kinds(annotation: Any) -> set[type]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return {a for a in get_args(annotation) if a in (int, float, bool)}
+    return {annotation} & {int, float, bool}
+
+
+class NumbersNotBooleans(BaseModel):
+    """pydantic reads ``true`` as 1 for a number and ``0`` as false for a boolean; the
+    schema says which it is, so the other is refused (the model's own fields)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_and_numbers_apart(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(field.alias or name)
+            kinds = _kinds(field.annotation)
+            if value is None or not kinds:
+                continue
+            if isinstance(value, bool) and bool not in kinds:
+                raise ValueError(f"{name} is {str(value).lower()}, a boolean; give a number")
+            # Numbers only: a page form's "true"/"on" strings stay fine.
+            if kinds == {bool} and isinstance(value, int | float) and not isinstance(value,
+                                                                                   bool):
+                raise ValueError(f"{name} must be true or false, not {str(value)[:20]!r}")
+        return data
+
+
+class ScreenItemIn(ScreenItem, NumbersNotBooleans):
+    """A screening item over JSON (ScreenItem's validator, with its rule in the schema)."""
+
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": NON_BLANK})
+    answer: str = Field(max_length=200, json_schema_extra={"pattern": NON_BLANK},
+                        description="The correct answer, e.g. 'aldosterone'.")
+
+
+class TargetIn(CorrectionTarget, NumbersNotBooleans):
+    """The case to correct, over JSON (its answers' rule in the schema)."""
+
+    answer_a: str = Field(json_schema_extra={"pattern": NON_BLANK},
+                          description="The correct answer, e.g. ' aldosterone'.")
+    answer_b: str = Field(json_schema_extra={"pattern": NON_BLANK},
+                          description="The wrong answer the model prefers, e.g. ' renin'.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_given(cls, prompt: str) -> str:
+        # The text check never formats the prompt, so it is checked here.
+        if not prompt.strip():
+            raise ValueError("the target's prompt is empty; give the prompt to correct")
+        return prompt
+
+
+class CheckRequest(TrainingConfig, NumbersNotBooleans):
+    """The text check over JSON: it needs the target's answers."""
+
+    target: TargetIn  # type: ignore[assignment]
+    texts: list[Annotated[str, Field(json_schema_extra={"pattern": NON_BLANK})]] = Field(
+        min_length=1, description="Training texts (SFT on each).")
+
+
+class JobRequest(CheckRequest):
+    """A correction job over JSON: one target case on a registered base model."""
+
+    base_model: str = Field(pattern=NAME_PATTERN,  # type: ignore[assignment]
+                            description="Registered base model to fine-tune.")
+
+
+class PromptFields(PromptSpec, NumbersNotBooleans):
     """A registered model's name and the prompt with its format (inherited from
     PromptSpec, flat)."""
 
@@ -32,11 +109,11 @@ class PredictRequest(PromptFields):
     top_k: int = Field(10, ge=1)
 
 
-class ScreenRequest(BaseModel):
+class ScreenRequest(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN)
-    items: list[ScreenItem] = Field(min_length=1, max_length=1000)
+    items: list[ScreenItemIn] = Field(min_length=1, max_length=1000)
     top_k: int = Field(5, ge=1)
     skip_filler: bool = True
     filler_tokens: list[str] | None = Field(None, max_length=200)
@@ -49,13 +126,14 @@ class AttributeRequest(PromptFields, CircuitSettings):
     """The prompt, the answers and - flat, inherited from CircuitSettings - the circuit's
     settings."""
 
-    answer_a: str = Field(max_length=200, description="Answer A (metric pushes towards it).")
+    answer_a: str = Field(max_length=200, json_schema_extra={"pattern": NON_BLANK},
+                          description="Answer A (metric pushes towards it).")
     answer_b: str | None = Field(None, max_length=200,
                                  description="Answer B; omit for logit(A) alone.")
     use_cache: bool = Field(True, description="Return a stored identical run if there is one.")
 
 
-class EditFields(BaseModel):
+class EditFields(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
     layer: int = Field(ge=0)
@@ -79,7 +157,7 @@ class LabelRequest(BaseModel):
     label: str = Field(max_length=200, description="Empty deletes the label.")
 
 
-class CompareBody(PromptSpec, CircuitSettings):
+class CompareBody(PromptSpec, CircuitSettings, NumbersNotBooleans):
     """Compare a fine-tuned variant with its base on one prompt (plus a prompt set); the
     prompt with its format and the circuit settings are inherited, flat."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -31,10 +31,21 @@ from analysis.embedded import DEFAULT_EMBEDDED
 from analysis.llm_describe import LLMEndpoint
 from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
+from app.access import AccessSettings, binds_beyond_loopback
 from app.body_limit import BodyLimits
 from app.jobs.settings import JobSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ModelQueueLimits(BaseModel):
+    """Bounded waiting for the model (``CIRCUITLAB_MODEL_QUEUE__*``): model work is
+    serialised, so beyond these a request is told when to retry instead of waiting."""
+
+    max_depth: int = Field(50, ge=1, description="Model requests running or waiting at "
+                           "once; the next one is answered 429 with Retry-After.")
+    max_wait_s: float = Field(60.0, gt=0, description="Longest a request waits for the "
+                              "model before it is answered 503 with Retry-After.")
 
 
 class Settings(BaseSettings):
@@ -70,13 +81,28 @@ class Settings(BaseSettings):
     body_limits: BodyLimits = Field(default_factory=BodyLimits)
     circuit_limits: CircuitLimits = Field(default_factory=CircuitLimits)
     jobs: JobSettings = Field(default_factory=JobSettings)
-    api_token: str | None = Field(
-        None, description="Needed to queue, cancel or delete jobs when the app listens "
-                          "beyond localhost (header 'Authorization: Bearer <token>' or the "
-                          "form's token field).")
+    model_queue: ModelQueueLimits = Field(default_factory=ModelQueueLimits)
+    api_token: SecretStr | None = Field(
+        None, description="Needed beyond localhost to write or compute (header "
+                          "'Authorization: Bearer <token>', the /login session cookie, or "
+                          "a form's token field). Never logged.")
+    access: AccessSettings = Field(default_factory=AccessSettings)
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        # docker compose passes ${CIRCUITLAB_API_TOKEN:-} as "": that is no token, not a
+        # token everyone knows.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def needs_token(self) -> bool:
-        return self.host not in ("127.0.0.1", "localhost", "::1")
+        """Whether writes and model work ask for the token (the pages show a token field
+        or a sign-in link then)."""
+        if not binds_beyond_loopback(self.host):
+            return False
+        return self.api_token is not None or not self.access.insecure_no_token
 
     @classmethod
     def settings_customise_sources(

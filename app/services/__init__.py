@@ -36,7 +36,8 @@ def build_services(settings: Settings) -> Services:
     sessions = init_db(settings.db_url())
     variants = VariantStore(sessions, settings.cache_dir)
     manager = ModelManager(settings.registry(), settings.cache_dir,
-                           settings.max_resident_models, discover=variants.specs)
+                           settings.max_resident_models, discover=variants.specs,
+                           queue=settings.model_queue)
     manager.refresh()
     return Services(settings=settings, sessions=sessions, manager=manager,
                     runs=RunStore(sessions), labels=LabelStore(sessions), variants=variants,

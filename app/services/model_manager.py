@@ -2,20 +2,25 @@
 
 Model work runs in a worker thread (never on the event loop) under one lock per process:
 torch on 2 CPU cores gains nothing from two concurrent passes, and on a GPU it protects
-hooks and adapters that an analysis installs on the shared module tree.
+hooks and adapters that an analysis installs on the shared module tree. The wait is
+bounded (``ModelQueueLimits``): a request beyond ``max_depth`` is refused at once, one that
+waits past ``max_wait_s`` gives up, both with a Retry-After estimate.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from analysis.errors import UnknownModel
+from analysis.errors import Busy, UnknownModel
 from analysis.models import (
     LoadedModel,
     ModelRegistry,
@@ -24,6 +29,7 @@ from analysis.models import (
     load_lora_variant,
     load_model,
 )
+from app.settings import ModelQueueLimits
 
 T = TypeVar("T")
 
@@ -34,7 +40,8 @@ class ModelManager:
     (their adapter matrices only) and are dropped with it."""
 
     def __init__(self, registry: ModelRegistry, cache_dir: Path, max_resident: int = 1,
-                 discover: Callable[[], list[ModelSpec]] | None = None) -> None:
+                 discover: Callable[[], list[ModelSpec]] | None = None,
+                 queue: ModelQueueLimits | None = None) -> None:
         self.registry = registry
         self.cache_dir = cache_dir
         self.max_resident = max_resident
@@ -43,6 +50,11 @@ class ModelManager:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._adapters: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+        self.queue = queue or ModelQueueLimits()
+        self._pending = 0  # requests running or waiting for the lock
+        self._pending_lock = threading.Lock()
+        self._mean_s = 1.0  # moving mean of one work item's seconds, for Retry-After
+        self.served = 0  # work items done (health; tests prove a read did no model work)
         self.loading: str | None = None
         self.last_error: str | None = None
 
@@ -108,14 +120,53 @@ class ModelManager:
             self.loading = None
 
     def get_sync(self, name: str) -> LoadedModel:
+        """Load (start-up, the CLI): waits as long as loading takes, unbounded."""
         with self._lock:
             return self._get_locked(name)
 
-    def run_sync(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
-        with self._lock:
+    def queue_status(self) -> dict[str, float | int]:
+        return {"depth": self._pending, "max_depth": self.queue.max_depth,
+                "max_wait_s": self.queue.max_wait_s, "mean_work_s": round(self._mean_s, 3),
+                "served": self.served}
+
+    def _retry_after(self, ahead: int) -> int:
+        return max(1, min(300, math.ceil(self._mean_s * max(ahead, 1))))
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Counts a request from before it waits for a thread until its work is done."""
+        with self._pending_lock:
+            if self._pending >= self.queue.max_depth:
+                raise Busy(f"the model is busy: {self._pending} requests are running or "
+                           f"waiting (the limit is {self.queue.max_depth}); retry in about "
+                           f"{self._retry_after(self._pending)} s",
+                           self._retry_after(self._pending))
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _run_locked(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
+        if not self._lock.acquire(timeout=self.queue.max_wait_s):
+            wait = self._retry_after(self._pending)
+            raise Busy(f"the model stayed busy for {self.queue.max_wait_s:g} s with "
+                       f"{self._pending} requests; retry in about {wait} s", wait, status=503)
+        started = time.monotonic()
+        try:
             return fn(self._get_locked(name))
+        finally:
+            self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
+            self.served += 1
+            self._lock.release()
+
+    def run_sync(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
+        with self._admitted():
+            return self._run_locked(name, fn)
 
     async def run(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
         """Run `fn` on the named model in a worker thread, one model job at a time."""
         self.spec(name)  # an unknown name fails now, not after queueing
-        return await run_in_threadpool(self.run_sync, name, fn)
+        with self._admitted():  # counted before it waits for a thread, too
+            return await run_in_threadpool(self._run_locked, name, fn)

@@ -149,11 +149,11 @@ def test_beyond_localhost_the_queue_needs_the_token(
         cfg = {"name": "t", "base_model": "tiny-llama", "texts": ["x y z"],
                "target": {"prompt": SEED_PROMPT, "answer_a": " a", "answer_b": " b"}}
         refused = c.post("/api/v1/jobs", json=cfg)
-        assert refused.status_code == 403 and "token" in refused.json()["error"]["message"]
+        assert refused.status_code == 401 and "token" in refused.json()["error"]["message"]
         ok = c.post("/api/v1/jobs", json=cfg, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 201, ok.text
         job_id = ok.json()["id"]
-        assert c.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 403
+        assert c.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 401
         form = c.post(f"/jobs/{job_id}/cancel", data={"token": "s3cret"})
         assert form.status_code in (200, 286) and "cancelled" in form.text
         assert c.get("/api/v1/jobs").status_code == 200  # reading needs no token

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from analysis.errors import InputError
+from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import NAME_PATTERN
 from app.services.indexes import run_candidates
@@ -89,6 +90,7 @@ async def search_neurons(indexes: IndexesDep, manager: ManagerDep, settings: Set
 
 
 @router.get("/runs/{run_id}/concepts")
+@computes
 async def run_concepts(run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
                        indexes: IndexesDep,
                        limit: Annotated[int, Query(ge=1, le=100)] = 15) -> dict[str, Any]:

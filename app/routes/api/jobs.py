@@ -8,21 +8,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from analysis.correction.config import TrainingConfig, from_seed_yaml
+from analysis.correction.config import from_seed_yaml
 from analysis.errors import InputError
-from app.deps import QueueAccess, QueueDep
+from app.deps import QueueDep
 from app.jobs.queue import config_target_key
+from app.schemas import CheckRequest, JobRequest
 from app.services.jobs import MAX_YAML_CHARS, flag_summary, job_json, job_or_404, text_findings
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-@router.post("/jobs", dependencies=[QueueAccess])
-async def submit_api(cfg: TrainingConfig, queue: QueueDep) -> JSONResponse:
+@router.post("/jobs")
+async def submit_api(cfg: JobRequest, queue: QueueDep) -> JSONResponse:
     """Queue a correction job (the TrainingConfig schema; the text check is advisory here:
     its findings come back with the job id)."""
-    if cfg.target is None:
-        raise InputError("a job needs its target (prompt, answer_a, answer_b)", field="target")
     job_id = queue.submit(cfg)
     findings = text_findings(cfg)
     return JSONResponse({"id": job_id, "state": "queued",
@@ -44,19 +43,19 @@ async def get_api(job_id: str, queue: QueueDep) -> dict[str, Any]:
     return job_json(queue, job_or_404(queue, job_id), with_metrics=True)
 
 
-@router.post("/jobs/{job_id}/cancel", dependencies=[QueueAccess])
+@router.post("/jobs/{job_id}/cancel")
 async def cancel_api(job_id: str, queue: QueueDep) -> dict[str, Any]:
     job_or_404(queue, job_id)
     return job_json(queue, queue.cancel(job_id))
 
 
-@router.post("/jobs/{job_id}/requeue", dependencies=[QueueAccess])
+@router.post("/jobs/{job_id}/requeue")
 async def requeue_api(job_id: str, queue: QueueDep) -> dict[str, Any]:
     job_or_404(queue, job_id)
     return {"id": queue.requeue(job_id), "requeued_from": job_id}
 
 
-@router.delete("/jobs/{job_id}", dependencies=[QueueAccess])
+@router.delete("/jobs/{job_id}")
 async def delete_api(job_id: str, queue: QueueDep) -> Response:
     job_or_404(queue, job_id)
     queue.delete(job_id)
@@ -64,18 +63,18 @@ async def delete_api(job_id: str, queue: QueueDep) -> Response:
 
 
 @router.post("/jobs/check")
-async def check_api(cfg: TrainingConfig) -> dict[str, Any]:
+async def check_api(cfg: CheckRequest) -> dict[str, Any]:
     """The text check alone: which texts mention the wrong answer or the topic."""
-    if cfg.target is None:
-        raise InputError("the check needs the target's answers", field="target")
     findings = text_findings(cfg)
     return {"findings": [dict(f.model_dump(), ok=f.ok) for f in findings],
             "summary": flag_summary(findings), "target_key": config_target_key(cfg)}
 
 
-@router.post("/jobs/import-yaml")
+@router.post("/jobs/import-yaml", openapi_extra={"requestBody": {
+    "required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}})
 async def import_api(request: Request) -> dict[str, Any]:
-    """The seeds' YAML config (request body, text) as a TrainingConfig."""
+    """The seeds' YAML config (request body, ``Content-Type: application/yaml``) as a
+    TrainingConfig."""
     body = (await request.body())[:MAX_YAML_CHARS + 1]
     if len(body) > MAX_YAML_CHARS:
         raise InputError(f"the YAML is over {MAX_YAML_CHARS} characters", field="yaml")

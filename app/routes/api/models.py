@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from analysis.models import describe
+from app.access import no_token
 from app.deps import ManagerDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 @router.get("/health")
+@no_token  # monitors read it even when reads are protected
 async def health(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
     loaded = [
         {"name": lm.name, "device": lm.device, "dtype": lm.dtype, "revision": lm.revision,
@@ -30,6 +32,7 @@ async def health(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
         "loading": manager.loading,
         "last_error": manager.last_error,
         "loaded": loaded,
+        "model_queue": manager.queue_status(),
     }
 
 

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from analysis.analyze import describe
 from analysis.attribution.describe import check_model_neuron
+from analysis.errors import InputError, NotFound
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
+from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, SettingsDep
 from app.schemas import NAME_PATTERN, LabelRequest
 from app.services.runs import label_model
 
 router = APIRouter(prefix="/api/v1", tags=["neurons"])
+Index = Annotated[int, Path(ge=0, le=1_000_000)]
+
+
+def _existing(lm: LoadedModel, layer: int, neuron: int) -> None:
+    """A layer or neuron the model does not have is a path that names nothing: 404."""
+    try:
+        check_model_neuron(lm.model, layer, neuron)
+    except InputError as exc:
+        raise NotFound(exc.message, field=exc.field) from exc
 
 @router.get("/neurons/{layer}/{neuron}")
+@computes
 async def neuron_route(
-    layer: int, neuron: int, manager: ManagerDep, settings: SettingsDep, labels: LabelsDep,
-    indexes: IndexesDep,
+    layer: Index, neuron: Index, manager: ManagerDep, settings: SettingsDep,
+    labels: LabelsDep, indexes: IndexesDep,
     model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
     prompt: Annotated[str | None, Query(max_length=4000)] = None,
     chat_template: bool = False,
@@ -36,6 +48,7 @@ async def neuron_route(
             if prompt else None)
 
     def work(lm: LoadedModel) -> dict[str, Any]:
+        _existing(lm, layer, neuron)
         desc = describe(lm, layer, neuron, spec, top_k, settings.circuit_limits)
         label = labels.get(label_model(lm), layer, neuron)
         meaning = indexes.meaning(lm.name, lm.spec.base, layer, neuron, label)
@@ -46,12 +59,12 @@ async def neuron_route(
 
 
 @router.put("/neurons/{layer}/{neuron}/label")
-async def label_route(layer: int, neuron: int, body: LabelRequest, manager: ManagerDep,
+async def label_route(layer: Index, neuron: Index, body: LabelRequest, manager: ManagerDep,
                       settings: SettingsDep, labels: LabelsDep) -> dict[str, Any]:
     """Save (or, with an empty label, delete) a user's label for a neuron."""
     name = body.model or settings.default_model
     lm = await manager.run(name, lambda lm: lm)
-    check_model_neuron(lm.model, layer, neuron)
+    _existing(lm, layer, neuron)
     labels.set(label_model(lm), layer, neuron, body.label)
     return {"model": label_model(lm), "layer": layer, "neuron": neuron,
             "label": labels.get(label_model(lm), layer, neuron)}

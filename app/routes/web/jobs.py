@@ -15,7 +15,6 @@ from analysis.correction.textcheck import suggest_topic_words
 from analysis.errors import InputError
 from app.deps import (
     ManagerDep,
-    QueueAccessForm,
     QueueDep,
     RunsDep,
     SettingsDep,
@@ -124,7 +123,7 @@ async def preview_page(request: Request, form: Annotated[JobForm, Form()],
         request, "_preview.html", {"p": preview})
 
 
-@router.post("/jobs", response_class=HTMLResponse, dependencies=[QueueAccessForm])
+@router.post("/jobs", response_class=HTMLResponse)
 async def submit_page(request: Request, form: Annotated[JobForm, Form()],
                       settings: SettingsDep, queue: QueueDep,
                       manager: ManagerDep) -> HTMLResponse:
@@ -175,8 +174,7 @@ async def job_status(request: Request, job_id: str, queue: QueueDep,
     return response
 
 
-@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse,
-             dependencies=[QueueAccessForm])
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
 async def cancel_page(request: Request, job_id: str, queue: QueueDep,
                       settings: SettingsDep) -> HTMLResponse:
     job_or_404(queue, job_id)
@@ -184,14 +182,14 @@ async def cancel_page(request: Request, job_id: str, queue: QueueDep,
     return await job_status(request, job_id, queue, settings)
 
 
-@router.post("/jobs/{job_id}/requeue", dependencies=[QueueAccessForm])
+@router.post("/jobs/{job_id}/requeue")
 async def requeue_page(job_id: str, queue: QueueDep) -> Response:
     job_or_404(queue, job_id)
     new_id = queue.requeue(job_id)
     return Response(status_code=204, headers={"HX-Redirect": f"/jobs/{new_id}"})
 
 
-@router.post("/jobs/{job_id}/delete", dependencies=[QueueAccessForm])
+@router.post("/jobs/{job_id}/delete")
 async def delete_page(job_id: str, queue: QueueDep) -> Response:
     job_or_404(queue, job_id)
     queue.delete(job_id)

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from analysis.errors import InputError
+from app.access import computes
 from app.deps import (
     IndexesDep,
     LabelsDep,
@@ -155,6 +156,7 @@ async def index_job_cancel(request: Request, job_id: str, queue: QueueDep) -> HT
 
 
 @router.get("/runs/{run_id}/concepts", response_class=HTMLResponse)
+@computes
 async def run_concepts(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
                        labels: LabelsDep, indexes: IndexesDep) -> HTMLResponse:
     """Stage 4 as a view: the run's upstream concept candidates towards B."""

@@ -13,6 +13,7 @@ from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
 from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.models import LoadedModel
+from app.access import computes
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.rendering import render_run
 from app.services.runs import label_owner, load_result, stored_run
@@ -59,6 +60,7 @@ def _panel(request: Request, run: Run, result: CircuitResult, lm: LoadedModel,
 
 
 @router.get("/runs/{run_id}/neuron", response_class=HTMLResponse)
+@computes
 async def run_neuron(
     request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     layer: Annotated[int, Query(ge=0)], neuron: Annotated[int, Query(ge=0)],
