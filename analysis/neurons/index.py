@@ -13,6 +13,8 @@ This module is the public face; the parts live beside it: ``schema`` (types),
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from analysis.neurons.build import Cancelled, build_index
 from analysis.neurons.reader import NeuronIndex
 from analysis.neurons.schema import (
@@ -36,4 +38,11 @@ __all__ = [
     "NeuronStats",
     "SearchHit",
     "build_index",
+    "default_index_dir",
 ]
+
+
+def default_index_dir(data_dir: Path, model: str, corpus_key: str) -> Path:
+    """Where an index of (model, corpus) lives by default. A different revision of the
+    same model name is refused there (the build key holds the revision)."""
+    return Path(data_dir) / "indexes" / model / corpus_key[:16]
