@@ -324,7 +324,7 @@ def index(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Index directory (default: <data_dir>/indexes/<model>/<corpus key>/).")]
         = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (default) | float32 | bfloat16")] = None,
     max_len: Annotated[int | None, typer.Option(help="Tokens per text.")] = None,
 ) -> None:
     """Build (or resume) the neuron exemplar index of a model over a corpus. Ctrl-C stops

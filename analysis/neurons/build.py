@@ -9,7 +9,7 @@ Speed, measured by ``benchmarks/bench_index.py`` against the bare forward:
   ``batch_tokens`` padded tokens, so little compute goes to padding; padding is on the
   right and the model is causal, so real tokens never attend to it and no attention mask
   is needed (the fused causal kernel runs);
-* ``bfloat16`` on CPUs with AVX512-BF16/AMX (and on GPUs);
+* ``bfloat16`` on CPUs with AVX512-BF16/AMX and on GPUs (``dtype="auto"``);
 * nodes are read by plain forward pre-hooks on each down projection rather than an
   nnsight trace: each hook folds its layer's ``[tokens, neurons]`` block into the state
   and drops it before the next layer runs, so memory holds one layer's activations at a
@@ -227,6 +227,7 @@ def build_index(lm: LoadedModel, corpus: Corpus, out_dir: Path, settings: IndexS
                 should_stop: Callable[[], bool] | None = None) -> IndexSummary:
     """Index ``corpus`` into ``out_dir`` (created, or resumed if it holds this build)."""
     lm.require_local("indexing")
+    settings = settings.resolved(str(lm.device))
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,11 +30,21 @@ class IndexSettings(BaseModel):
                              "order, so a growing index has seen the corpus evenly.")
     snapshot_tokens: int = Field(50_000, ge=1, description="Tokens between two "
                                  "readable snapshots (and resume points).")
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "bfloat16", description="Dtype of the indexing forward. bfloat16 is faster on "
-        "CPUs with AVX512-BF16/AMX and on GPUs; exemplar rankings agree with float32 "
-        "(benchmarks/bench_index.py measures both).")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Dtype of the indexing forward. auto: bfloat16 on a GPU or a "
+        "CPU with native bf16 (AVX512-BF16/AMX), where it is faster and the exemplar "
+        "rankings agree with float32 (benchmarks/bench_index.py measures both); float32 "
+        "elsewhere.")
     seed: int = Field(0, description="Seed of the position sample.")
+
+    def resolved(self, device: str) -> IndexSettings:
+        """These settings with ``auto`` replaced by the dtype this machine runs."""
+        if self.dtype != "auto":
+            return self
+        import torch
+
+        native = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return self.model_copy(update={"dtype": "bfloat16" if native else "float32"})
 
     def build_key_fields(self) -> dict[str, object]:
         """The settings that change stored numbers (not the snapshot cadence)."""

@@ -296,3 +296,34 @@ def test_corpus_text_limit_and_missing(tmp_path: Path) -> None:
         load_corpus(tmp_path / "many.txt", max_texts=2)
     with pytest.raises(InputError, match="does not exist"):
         load_corpus(tmp_path / "nope.txt")
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_builds_resumable_index_and_reports_bad_corpus(
+        tiny_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    config = tmp_path / "circuitlab.yaml"
+    config.write_text(yaml.safe_dump({
+        "include_embedded": False, "default_model": "tiny", "data_dir": str(tmp_path / "d"),
+        "models": [{"name": "tiny", "source": "local", "path": str(tiny_dirs["llama"]),
+                    "device": "cpu"}]}))
+    monkeypatch.setenv("CIRCUITLAB_CONFIG", str(config))
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n".join(_texts()[:20]))
+    r = CliRunner().invoke(cli, ["index", "tiny", "--corpus", str(corpus), "--top-k", "5",
+                                 "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    assert "complete: " in r.output
+    key = load_corpus(corpus).key
+    index = NeuronIndex.open(tmp_path / "d" / "indexes" / "tiny" / key[:16])
+    assert index.meta.complete and index.meta.settings.top_k == 5
+    assert len(index.exemplars(0, 0)) == 5
+    corpus.write_bytes(b"\x00\x01binary")
+    r = CliRunner().invoke(cli, ["index", "tiny", "--corpus", str(corpus)])
+    assert r.exit_code == 2 and "binary" in r.output
