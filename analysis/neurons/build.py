@@ -144,9 +144,9 @@ class _Batch:
         self.positions = torch.from_numpy(positions)
         self.first_rows = torch.from_numpy(np.flatnonzero(np.broadcast_to(
             cols[None, :] == 0, mask.shape)[mask]))
-        slots = np.searchsorted(sample_pos, positions)
-        slots = np.minimum(slots, len(sample_pos) - 1)
-        hit = sample_pos[slots] == positions if len(sample_pos) else np.zeros(0, bool)
+        slots = np.minimum(np.searchsorted(sample_pos, positions), max(len(sample_pos) - 1, 0))
+        hit = (sample_pos[slots] == positions if len(sample_pos)
+               else np.zeros(len(positions), dtype=bool))
         self.sample_rows = torch.from_numpy(np.flatnonzero(hit))
         self.sample_slots = torch.from_numpy(slots[hit])
         self.n_tokens = int(lengths.sum())
