@@ -90,6 +90,8 @@ def bench(name: str, corpus: Corpus, settings: IndexSettings, cache_dir: Path,
               + ", ".join(f"L{la}/N{n}" for la, n in flagged[:12])
               + (" ..." if len(flagged) > 12 else ""))
     del model
+    if agreement_texts <= 0:
+        return
     # bf16 vs fp32: speed of the bare forward and agreement of the rankings.
     small = Corpus.of(corpus.name, corpus.texts[:agreement_texts])
     results = {}
