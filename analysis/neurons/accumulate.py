@@ -70,9 +70,11 @@ class IndexState:
             return
         cols = None if bool(need.all()) else need.nonzero()[:, 0]
         block = acts if cols is None else acts.index_select(1, cols)
+        # The most negative values come from topk(largest=False), negated only once
+        # they are k rows: negating the whole block would cost one more pass.
+        v, rows = block.topk(min(self.k, block.shape[0]), dim=0, largest=not negate)
         if negate:
-            block = block.neg()
-        v, rows = block.topk(min(self.k, block.shape[0]), dim=0)  # [k, n_cols]
+            v = v.neg()
         old_v = vals[layer] if cols is None else vals[layer][:, cols]
         old_i = idx[layer] if cols is None else idx[layer][:, cols]
         keep_v, keep = torch.cat([old_v, v]).topk(self.k, dim=0)

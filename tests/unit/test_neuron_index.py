@@ -163,6 +163,9 @@ def test_stats_match_brute_force(built: NeuronIndex, planted: dict[str, Any]) ->
         values = built.exemplars(layer, neuron)
         top = torch.sort(a, descending=True).values[:len(values)]
         assert [e.activation for e in values] == pytest.approx(top.tolist(), rel=1e-6)
+        lowest = built.exemplars(layer, neuron, negative=True)
+        bottom = torch.sort(a).values[:len(lowest)]
+        assert [e.activation for e in lowest] == pytest.approx(bottom.tolist(), rel=1e-6)
 
 
 def test_always_on_flags_the_planted_ones_only(built: NeuronIndex) -> None:
