@@ -1,6 +1,6 @@
 # circuitlab on a GPU host: docker compose up (see README).
 FROM pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
-RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm git \
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm git wordnet-base \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml embedded-models.txt package.json package-lock.json README.md ./

@@ -70,16 +70,28 @@ need_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 }
 
+need_wordnet() {
+  # The default corpus of the neuron exemplar index: WordNet's glosses (Debian's wordnet-base).
+  [ -f /usr/share/wordnet/data.noun ] && return 0
+  say "installing Debian's wordnet-base (the default corpus of the neuron index)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wordnet-base >/dev/null
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
   serve)
     setup
+    need_wordnet
     exec "$VENV/bin/circuitlab" serve "$@"
     ;;
   test)
     setup
     need_chromium
+    need_wordnet
     exec "$PY" -m pytest "$@"
     ;;
   setup)

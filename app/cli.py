@@ -327,6 +327,80 @@ def compare(
         typer.echo(f"wrote {output}/comparison.json, neurons.csv, prompts.csv")
 
 
+@cli.command()
+def index(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    corpus: Annotated[Path | None, typer.Option(
+        "--corpus", help="A .txt (one text per line) or .jsonl ({\"text\": ...} per line) "
+        "file, or a folder of them (default: the built-in WordNet sample).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Top contexts kept per neuron.")] = 20,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Index directory (default: <data_dir>/indexes/<model>/<corpus key>/).")]
+        = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (default) | float32 | bfloat16")] = None,
+    max_len: Annotated[int | None, typer.Option(help="Tokens per text.")] = None,
+) -> None:
+    """Build (or resume) the neuron exemplar index of a model over a corpus. Ctrl-C stops
+    it at a consistent point; running the same command again continues."""
+    import signal
+
+    from tqdm import tqdm
+
+    from analysis.neurons.corpus import default_corpus, load_corpus
+    from analysis.neurons.index import (
+        Cancelled,
+        IndexProgress,
+        IndexSettings,
+        build_index,
+        default_index_dir,
+    )
+
+    stop = {"requested": False}
+    try:
+        texts = load_corpus(corpus) if corpus is not None else default_corpus()
+        overrides: dict[str, Any] = {"top_k": top_k}
+        if dtype is not None:
+            overrides["dtype"] = dtype
+        if max_len is not None:
+            overrides["max_len"] = max_len
+        settings = IndexSettings(**overrides)
+        lm, app_settings = _load(model)
+        target = out or default_index_dir(app_settings.data_dir, lm.name, texts.key)
+        typer.echo(f"indexing {lm.name} over {texts.name!r} ({len(texts.texts):,} texts) "
+                   f"into {target}")
+        bar = tqdm(unit="tok", unit_scale=True, dynamic_ncols=True)
+
+        def progress(p: IndexProgress) -> None:
+            bar.total = p.tokens_total
+            bar.n = p.tokens_done
+            bar.set_postfix_str(f"{p.tokens_per_s:.0f} tok/s, ETA "
+                                f"{p.eta_s / 60:.1f} min" if p.eta_s is not None else "")
+            bar.refresh()
+
+        def interrupt(signum: int, frame: Any) -> None:
+            stop["requested"] = True
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            summary = build_index(lm, texts, target, settings, on_progress=progress,
+                                  should_stop=lambda: stop["requested"])
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            bar.close()
+    except Cancelled as exc:
+        typer.echo(str(exc))
+        raise typer.Exit(130) from exc
+    except CircuitlabError as exc:
+        _fail(exc)
+        return
+    except ValueError as exc:  # pydantic's validation of the settings
+        _fail(CircuitlabError(str(exc).splitlines()[-1] if str(exc) else repr(exc)))
+        return
+    state = "complete" if summary.complete else "incomplete"
+    typer.echo(f"{state}: {summary.tokens_done:,} of {summary.tokens_total:,} tokens, "
+               f"{summary.size_bytes / 1e6:.1f} MB in {summary.path}")
+
+
 def main() -> None:
     cli()
 

@@ -90,3 +90,29 @@ def v4_full_variant() -> Path:
         train(cfg, embedded_spec(DEFAULT_MODEL).model_copy(update={"dtype": "float32"}),
               CACHE_DIR, out)
     return out
+
+
+# A small exemplar index of the default model, kept in the models cache and reused across
+# runs: a few hundred WordNet glosses (those about blood, hormones, kidneys and glands
+# first, then general ones), keyed by model revision, corpus content and settings.
+SEED_INDEX_TOPICS = ("blood", "hormone", "kidney", "pressure", "gland", "enzyme", "secret",
+                     "salt", "volume", "regulat")
+
+
+@pytest.fixture(scope="session")
+def seed_index(embedded_lm):  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from analysis.neurons.corpus import Corpus, default_corpus
+    from analysis.neurons.index import IndexSettings, NeuronIndex, build_index
+
+    texts = default_corpus().texts
+    topical = [t for t in texts if any(w in t.lower() for w in SEED_INDEX_TOPICS)][:240]
+    general = [t for t in texts if t not in set(topical)][:60]
+    corpus = Corpus.of("wordnet-seed-sample", topical + general)
+    settings = IndexSettings(max_len=48)
+    key = hashlib.sha256(f"{embedded_lm.revision}:{corpus.key}:"
+                         f"{settings.model_dump_json()}".encode()).hexdigest()[:16]
+    out = CACHE_DIR / "test-indexes" / f"{DEFAULT_MODEL}-{key}"
+    build_index(embedded_lm, corpus, out, settings)  # a complete one returns at once
+    return NeuronIndex.open(out)

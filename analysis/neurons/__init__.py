@@ -1,0 +1,1 @@
+"""Neuron exemplar indexes: what each MLP neuron responds to over a text corpus."""

@@ -1,0 +1,127 @@
+"""Streaming statistics of every neuron of every layer: top-k, bottom-k, moments, counts
+and the shared position sample. Memory is bounded by the state itself (``[L, K, N]`` and
+``[L, S, N]``): each batch's activations are folded in and dropped, never kept."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+class IndexState:
+    """The running state of an index build, per layer. Top-k lists are kept ``[K, N]``
+    (neurons last) so each batch merges with one ``topk`` along dim 0."""
+
+    def __init__(self, n_layers: int, n_neurons: int, k: int, sample_size: int) -> None:
+        shape = (n_layers, n_neurons)
+        self.k = k
+        self.top_val = torch.full((n_layers, k, n_neurons), -math.inf)
+        self.top_idx = torch.full((n_layers, k, n_neurons), -1, dtype=torch.int64)
+        self.neg_val = torch.full((n_layers, k, n_neurons), -math.inf)  # top of -a
+        self.neg_idx = torch.full((n_layers, k, n_neurons), -1, dtype=torch.int64)
+        self.sum = torch.zeros(shape, dtype=torch.float64)
+        self.sumsq = torch.zeros(shape, dtype=torch.float64)
+        self.first_sum = torch.zeros(shape, dtype=torch.float64)
+        self.max = torch.full(shape, -math.inf)
+        self.min = torch.full(shape, math.inf)
+        self.n_pos = torch.zeros(shape, dtype=torch.int64)
+        self.n_large = torch.zeros(shape, dtype=torch.int64)
+        self.sample = torch.full((n_layers, sample_size, n_neurons), math.nan,
+                                 dtype=torch.float16)
+        self.thresholds = [math.nan] * n_layers
+
+    # --- one batch of one layer ------------------------------------------------------
+    def update(self, layer: int, acts: torch.Tensor, positions: torch.Tensor,
+               first_rows: torch.Tensor, sample_rows: torch.Tensor,
+               sample_slots: torch.Tensor) -> None:
+        """Fold in ``acts [n, N]`` (float32): the layer's activations at ``n`` real tokens
+        whose global corpus positions are ``positions [n]``."""
+        if math.isnan(self.thresholds[layer]):
+            self.thresholds[layer] = calibrate(acts, first_rows)
+        thr = self.thresholds[layer]
+        # Column sums as one matrix-vector product each (BLAS), not reductions: the hot
+        # loop's cost is passes over the [n, N] block, so each pass does one thing.
+        ones = torch.ones(1, acts.shape[0], dtype=acts.dtype)
+        square = acts.square()
+        self.sum[layer] += (ones @ acts)[0].double()
+        self.sumsq[layer] += (ones @ square)[0].double()
+        self.n_pos[layer] += (ones @ (acts > thr).float())[0].long()
+        self.n_large[layer] += (ones @ (square > thr * thr).float())[0].long()
+        if first_rows.numel():
+            self.first_sum[layer] += acts.index_select(0, first_rows).sum(0).double()
+        batch_max, batch_min = acts.amax(0), acts.amin(0)
+        torch.maximum(self.max[layer], batch_max, out=self.max[layer])
+        torch.minimum(self.min[layer], batch_min, out=self.min[layer])
+        self._merge(self.top_val, self.top_idx, layer, acts, positions, batch_max)
+        self._merge(self.neg_val, self.neg_idx, layer, acts, positions, batch_min.neg(),
+                    negate=True)
+        if sample_rows.numel():
+            self.sample[layer, sample_slots] = acts.index_select(0, sample_rows).half()
+
+    def _merge(self, vals: torch.Tensor, idx: torch.Tensor, layer: int, acts: torch.Tensor,
+               positions: torch.Tensor, best: torch.Tensor, negate: bool = False) -> None:
+        """Merge the batch into the layer's top-k. Only neurons whose best value in the
+        batch beats their current k-th enter the ``topk`` (after the first batches that
+        is a minority, and the full ``topk`` over ``[n, N]`` is the dearest pass)."""
+        need = best > vals[layer, -1]
+        if not bool(need.any()):
+            return
+        cols = None if bool(need.all()) else need.nonzero()[:, 0]
+        block = acts if cols is None else acts.index_select(1, cols)
+        # The most negative values come from topk(largest=False), negated only once
+        # they are k rows: negating the whole block would cost one more pass.
+        v, rows = block.topk(min(self.k, block.shape[0]), dim=0, largest=not negate)
+        if negate:
+            v = v.neg()
+        old_v = vals[layer] if cols is None else vals[layer][:, cols]
+        old_i = idx[layer] if cols is None else idx[layer][:, cols]
+        keep_v, keep = torch.cat([old_v, v]).topk(self.k, dim=0)
+        keep_i = torch.cat([old_i, positions[rows]]).gather(0, keep)
+        if cols is None:
+            vals[layer], idx[layer] = keep_v, keep_i
+        else:
+            vals[layer][:, cols] = keep_v
+            idx[layer][:, cols] = keep_i
+
+    # --- to and from disk ------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The snapshot arrays (see ``store``), neurons before k."""
+        def lnk(t: torch.Tensor) -> torch.Tensor:
+            return t.transpose(1, 2).contiguous()
+
+        return {
+            "top_val": lnk(self.top_val).numpy(),
+            "top_idx": lnk(self.top_idx).to(torch.int32).numpy(),
+            "bot_val": lnk(self.neg_val).neg().numpy(),
+            "bot_idx": lnk(self.neg_idx).to(torch.int32).numpy(),
+            "sum": self.sum.numpy().copy(), "sumsq": self.sumsq.numpy().copy(),
+            "first_sum": self.first_sum.numpy().copy(),
+            "max": self.max.numpy().copy(), "min": self.min.numpy().copy(),
+            "n_pos": self.n_pos.numpy().copy(), "n_large": self.n_large.numpy().copy(),
+            "sample_act": lnk(self.sample).numpy(),
+        }
+
+    def load(self, arrays: dict[str, np.ndarray], thresholds: list[float]) -> None:
+        """Continue from a snapshot (the exact numbers it saved)."""
+        def lkn(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(a)).transpose(1, 2).contiguous()
+
+        self.top_val = lkn(arrays["top_val"])
+        self.top_idx = lkn(arrays["top_idx"]).to(torch.int64)
+        self.neg_val = lkn(arrays["bot_val"]).neg()
+        self.neg_idx = lkn(arrays["bot_idx"]).to(torch.int64)
+        for name in ("sum", "sumsq", "first_sum", "max", "min", "n_pos", "n_large"):
+            setattr(self, name, torch.from_numpy(np.array(arrays[name])))
+        self.sample = lkn(arrays["sample_act"])
+        self.thresholds = list(thresholds)
+
+
+def calibrate(acts: torch.Tensor, first_rows: torch.Tensor) -> float:
+    """The layer's activation scale: RMS over the first batch's tokens that are not at a
+    text's first position (attention-sink positions would inflate it)."""
+    keep = torch.ones(acts.shape[0], dtype=torch.bool)
+    keep[first_rows] = False
+    rest = acts[keep] if bool(keep.any()) else acts
+    return float(rest.double().square().mean().sqrt())
