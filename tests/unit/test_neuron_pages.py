@@ -55,4 +55,5 @@ def test_bad_corpus_uploads_are_refused_and_leave_nothing(client: TestClient) ->
     assert not corpora.exists() or not any(corpora.iterdir())
     unknown = client.post("/api/v1/indexes", json={"model": "nope"})
     assert unknown.status_code == 404
-    assert client.post("/api/v1/indexes", json={"corpus": "zz"}).status_code == 400
+    bad_key = client.post("/api/v1/indexes", json={"corpus": "zz"})
+    assert bad_key.status_code == 422 and "corpus" in bad_key.text
