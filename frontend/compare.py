@@ -24,7 +24,7 @@ CATEGORY_TEXT = {
     "gone": "gone",
     "sign_flip": "sign flip",
 }
-VERDICT_CLASS = {"correction": "good", "compensation": "warn", "no change": "neutral",
+VERDICT_CLASS = {"pathway removed": "good", "compensated": "warn", "no change": "neutral",
                  "made worse": "bad"}
 
 

@@ -54,7 +54,7 @@ def run_circuit(
 
     t0 = time.perf_counter()
     nodes = prune(attr, tau=s.tau, per_layer_top_k=s.per_layer_top_k, mode=s.mode,
-                  mass=s.mass, max_nodes=s.max_nodes)
+                  mass=s.mass, max_nodes=s.max_nodes, min_influence=s.min_influence)
     if labels:
         for node in nodes:
             node.label = labels.get(node.name)

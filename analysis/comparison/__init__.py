@@ -1,7 +1,7 @@
 """Base vs fine-tuned comparison, one module per idea:
 
-* :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (correction,
-  compensation, no change, made worse) with its reasons and thresholds;
+* :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (pathway
+  removed, compensated, no change, made worse) with its reasons and thresholds;
 * :mod:`~analysis.comparison.weights` - relative weight change per layer and module;
 * :mod:`~analysis.comparison.patching` - activation patching, variant into base, per layer;
 * :mod:`~analysis.comparison.run` - the two-phase run (variant, then base) and its result.
@@ -23,10 +23,14 @@ from analysis.comparison.run import (
     compare_loaded,
     observe_base,
     observe_variant,
+    prompt_items,
     prompt_probs,
+    reference_cut,
     variant_weights_dir,
+    with_cut,
 )
 from analysis.comparison.verdict import (
+    VERDICT_RULE,
     CircuitComparison,
     CompareThresholds,
     NeuronChange,
@@ -45,6 +49,7 @@ from analysis.comparison.weights import (
 
 __all__ = [
     "MAX_PROMPT_SET",
+    "VERDICT_RULE",
     "CircuitComparison",
     "CompareRequest",
     "CompareThresholds",
@@ -69,10 +74,13 @@ __all__ = [
     "observe_base",
     "observe_variant",
     "patch_layers",
+    "prompt_items",
     "prompt_probs",
     "record_layers",
+    "reference_cut",
     "split_name",
     "variant_weights_dir",
     "weight_changes",
     "weight_changes_from_files",
+    "with_cut",
 ]

@@ -25,7 +25,9 @@ from analysis.comparison import (
     check_pair,
     observe_base,
     observe_variant,
+    reference_cut,
     variant_weights_dir,
+    with_cut,
 )
 from analysis.errors import InputError, NotFound, UnknownModel
 from analysis.models import LoadedModel
@@ -74,8 +76,10 @@ def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
     check_pair(body.base, body.variant, variant_spec.kind, variant_spec.base, base_spec.kind)
     # Two registered models that are not base and variant (say, two fine-tunes of one
     # base) are allowed when they share an architecture: phase 2 checks the signature.
-    req = compare_request(body)
     limits = settings.circuit_limits
+    # Phase 0 on the base: one absolute threshold for both graphs (like for like).
+    req = compare_request(body)
+    req = with_cut(req, manager.run_sync(body.base, lambda lm: reference_cut(lm, req, limits)))
 
     def variant_phase(lm: LoadedModel) -> tuple[Any, LoadedModel, Any]:
         obs = observe_variant(lm, req, limits)

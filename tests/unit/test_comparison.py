@@ -110,7 +110,7 @@ def test_an_edited_neuron_is_found_by_category_weights_and_patching(
     assert result.tuned.m != pytest.approx(result.base.m)
     assert [r.kind for r in result.prompts] == ["target", "side_effect"]
     assert result.comparison.reasons and result.comparison.verdict in (
-        "correction", "compensation", "no change", "made worse")
+        "pathway removed", "compensated", "no change", "made worse")
 
 
 def _boosting_adapter(base: LoadedModel, driver: int, directory: Path,
@@ -179,7 +179,7 @@ def test_lora_comparison_points_at_the_boosted_neuron(
     shares = {p.layer: p for p in result.patching}
     assert shares[LAYER].mlp_share == pytest.approx(1.0, abs=1e-4)
     assert shares[0].mlp_share == pytest.approx(0.0, abs=1e-4)
-    assert result.comparison.verdict in ("correction", "compensation")
+    assert result.comparison.verdict in ("pathway removed", "compensated")
 
 
 def test_pairs_that_cannot_be_compared_are_refused(
