@@ -16,11 +16,13 @@ base weights serves both sides - the same LoRA path Compare uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from analysis.comparison.verdict import Verdict
 from analysis.errors import LimitExceeded
-from analysis.evaluation import ItemResult, evaluate_items
+from analysis.evaluation import ItemResult, OutcomeCounts, evaluate_items
 from analysis.models import LoadedModel, activate
 from analysis.prompts import PromptSpec, format_prompt
 
@@ -133,3 +135,60 @@ def degeneration_check(
         ))
     return DegenerationReport(model=lm.name, max_new_tokens=max_new_tokens,
                               threshold=threshold, items=items)
+
+
+# --------------------------------------------------------------------------------------
+# A job's whole evaluation, as stored on the job and read by its page and Experiments
+# --------------------------------------------------------------------------------------
+
+
+class CircuitVerdictRef(BaseModel):
+    """The circuit verdict of a job's variant on its target, computed once after the
+    evaluation; the whole comparison is stored as a comparison run (``comparison_id``)."""
+
+    verdict: Verdict | None = None
+    reasons: list[str] = Field(default_factory=list)
+    comparison_id: str | None = None
+    threshold: float | None = None
+    nodes_base: int | None = None
+    nodes_variant: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why there is no verdict, when there is none.")
+
+
+class JobEvaluation(BaseModel):
+    """Before (the base) vs after (the variant): every item by the evaluation core (the
+    target first, with its top-10), the outcome counts, the degeneration check on both,
+    and the circuit verdict."""
+
+    target_prompt: str | None = Field(None, description="The target, formatted as scored.")
+    target_format: str | None = None
+    items: list[ItemResult] = Field(default_factory=list)
+    summary: OutcomeCounts | None = None
+    degeneration_before: DegenerationReport | None = None
+    degeneration_after: DegenerationReport | None = None
+    circuit: CircuitVerdictRef | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    seconds: float | None = None
+
+    @property
+    def target(self) -> ItemResult | None:
+        return next((r for r in self.items if r.kind == "target"), None)
+
+    @property
+    def degeneration_worse(self) -> bool:
+        """Small base models loop too: what matters is whether the correction made it
+        worse."""
+        b, a = self.degeneration_before, self.degeneration_after
+        return b is not None and a is not None and a.n_degenerate > b.n_degenerate
+
+    @classmethod
+    def stored(cls, raw: dict[str, Any] | None) -> JobEvaluation | None:
+        """A job's stored evaluation, or None when it has none or was written by a
+        version before the evaluation core (its page says so)."""
+        if not raw:
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            return None

@@ -118,7 +118,12 @@ def load_comparison(run: Run, runs: RunStore) -> ComparisonResult:
     """A stored comparison with both circuits attached again."""
     if run.kind != "comparison":
         raise InputError(f"run {run.id!r} is not a comparison", field="run_id")
-    result = ComparisonResult.model_validate(run.result)
+    try:
+        result = ComparisonResult.model_validate(run.result)
+    except ValidationError as exc:
+        raise InputError(f"comparison {run.id!r} was stored by an older version of "
+                         "circuitlab (before the one evaluation core); run it again from "
+                         "the Compare form", field="run_id") from exc
     for side, key in (("base_circuit", "base_run"), ("tuned_circuit", "tuned_run")):
         stored = runs.get(run.params.get(key, ""))
         if stored is not None:
