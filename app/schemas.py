@@ -13,7 +13,7 @@ from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.models import NAME_PATTERN
 from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
-from analysis.screening import ScreenItem
+from analysis.screening import FillerRule, ScreenItem
 
 
 class PromptFields(PromptSpec):
@@ -39,6 +39,8 @@ class ScreenRequest(BaseModel):
     items: list[ScreenItem] = Field(min_length=1, max_length=1000)
     top_k: int = Field(5, ge=1)
     skip_filler: bool = True
+    filler_rule: FillerRule = Field("model", description="How filler is decided (see "
+                                    "analysis.screening); a filler_tokens list means 'list'.")
     filler_tokens: list[str] | None = Field(None, max_length=200)
     chat_template: bool = False
     system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_CHARS)
