@@ -21,6 +21,7 @@ The words, each declared once here:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -115,8 +116,6 @@ class Scored(BaseModel):
     @property
     def margin(self) -> float:
         """What 'improved' compares: m, or log P(expected) without a wrong answer."""
-        import math
-
         return self.m if self.m is not None else math.log(max(self.expected.prob, 1e-45))
 
 
