@@ -4,18 +4,23 @@
   removed, compensated, no change, made worse) with its reasons and thresholds;
 * :mod:`~analysis.comparison.weights` - relative weight change per layer and module;
 * :mod:`~analysis.comparison.patching` - activation patching, variant into base, per layer;
-* :mod:`~analysis.comparison.run` - the two-phase run (variant, then base) and its result.
+* :mod:`~analysis.comparison.request` - what a comparison is asked;
+* :mod:`~analysis.comparison.threshold` - the one threshold both graphs are cut at;
+* :mod:`~analysis.comparison.run` - the phased run (variant, then base) and its result.
 """
 
 from analysis.comparison.patching import LayerShare, patch_layers, record_layers
-from analysis.comparison.run import (
+from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,
+    PromptSetItem,
+    prompt_items,
+)
+from analysis.comparison.run import (
     ComparisonResult,
     Observation,
     PromptProbs,
     PromptRow,
-    PromptSetItem,
     SideSummary,
     Signature,
     assemble,
@@ -23,12 +28,10 @@ from analysis.comparison.run import (
     compare_loaded,
     observe_base,
     observe_variant,
-    prompt_items,
     prompt_probs,
-    reference_cut,
     variant_weights_dir,
-    with_cut,
 )
+from analysis.comparison.threshold import reference_cut, with_cut
 from analysis.comparison.verdict import (
     VERDICT_RULE,
     CircuitComparison,

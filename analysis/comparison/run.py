@@ -24,12 +24,18 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.analyze import CircuitLimits, CircuitRequest, analyze
+from analysis.analyze import CircuitLimits, analyze
 from analysis.attribution import Attribution, CircuitResult
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.prune import count_above, threshold
 from analysis.comparison.patching import LayerShare, patch_layers, record_layers
-from analysis.comparison.verdict import CircuitComparison, CompareThresholds, compare_influences
+from analysis.comparison.request import (
+    MAX_PROMPT_SET,
+    CompareRequest,
+    prompt_items,
+)
+from analysis.comparison.threshold import reference_cut, with_cut
+from analysis.comparison.verdict import CircuitComparison, compare_influences
 from analysis.comparison.weights import (
     WeightChange,
     split_name,
@@ -37,23 +43,9 @@ from analysis.comparison.weights import (
     weight_changes_from_files,
 )
 from analysis.errors import InputError, LimitExceeded
-from analysis.evaluation import CORRECTED_RULE, EvalItem, ItemResult, Scored, score_items
+from analysis.evaluation import CORRECTED_RULE, ItemResult, Scored, score_items
 from analysis.lora import adapter_norms
 from analysis.models import LoadedModel, model_directory
-
-PromptKind = Literal["target", "generalization", "side_effect"]
-MAX_PROMPT_SET = 50
-
-
-# The prompt set's items are the evaluation core's items (one type everywhere).
-PromptSetItem = EvalItem
-
-
-class CompareRequest(BaseModel):
-    circuit: CircuitRequest
-    prompt_set: list[PromptSetItem] = Field(default_factory=list)
-    thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
-
 
 # One model's scores on one prompt of the set: the evaluation core's.
 PromptProbs = Scored
@@ -308,55 +300,12 @@ def _observe(lm: LoadedModel, req: CompareRequest, limits: CircuitLimits) -> Obs
     )
 
 
-def reference_cut(lm: LoadedModel, req: CompareRequest,
-                  limits: CircuitLimits | None = None) -> float:
-    """Phase 0, on the base: the one absolute |influence| cut both sides use. tau mode:
-    tau x |m of the base| (one forward pass); cumulative mode: the smallest |influence|
-    the base's own cumulative cut keeps (one attribution, no edges). A tau relative to
-    each side's own m would cut a variant whose m is near 0 almost nowhere."""
-    from analysis.models import activate
-
-    limits = limits or CircuitLimits()
-    s = req.circuit.settings
-    if s.min_influence is not None:
-        return s.min_influence
-    activate(lm)  # a LoRA variant's base: the overlay off
-    if s.mode == "tau":
-        target = prompt_items(req)[0]
-        scored = score_items(lm, [target], req.circuit.prompt, limits.max_prompt_tokens,
-                             whole=False, field="prompt")[0]
-        m = scored.m if scored.m is not None else scored.expected.logit
-        return threshold(m, s.tau) or s.tau
-    light = s.model_copy(update={"edges": False, "ablation": None, "max_nodes": None})
-    nodes = analyze(lm, req.circuit.model_copy(update={"settings": light}), limits).nodes
-    return min((abs(n.influence) for n in nodes), default=0.0) or s.tau
-
-
-def with_cut(req: CompareRequest, cut: float) -> CompareRequest:
-    """The request with both sides cut at ``cut`` (tau mode, absolute threshold)."""
-    settings = req.circuit.settings.model_copy(update={"mode": "tau", "min_influence": cut})
-    return req.model_copy(update={"circuit": req.circuit.model_copy(
-        update={"settings": settings})})
-
-
-def prompt_items(req: CompareRequest) -> list[EvalItem]:
-    """The target first, then the set."""
-    target = req.circuit
-    return [EvalItem(kind="target", prompt=target.prompt.prompt, expected=target.answer_a,
-                     wrong=target.answer_b), *req.prompt_set]
-
-
 def prompt_probs(lm: LoadedModel, req: CompareRequest,
                  limits: CircuitLimits) -> list[Scored]:
     """The target prompt and the set, formatted like the target (same chat settings),
     scored by the evaluation core."""
     return score_items(lm, prompt_items(req), req.circuit.prompt, limits.max_prompt_tokens,
                        top_k=1, field="prompt_set")
-
-
-# ---------------------------------------------------------------------------------------
-# Activation patching, variant -> base, layer by layer
-# ---------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------
