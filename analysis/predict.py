@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from analysis.access import forward_logits
-from analysis.answers import AnswerToken, resolve_answer
+from analysis.answers import resolve_answer
 from analysis.errors import InputError, LimitExceeded
+from analysis.evaluation import (  # the one scorer; re-exported for older imports
+    AnswerProb,
+    TokenProb,
+    answer_probs,
+    next_token_logits,
+    rank_of,
+    top_tokens,
+)
 from analysis.models import LoadedModel
 from analysis.prompts import (
     PROMPT_FORMATS,
@@ -19,9 +25,11 @@ from analysis.prompts import (
     format_prompt,
     has_chat_template,
     in_format,
-    token_text,
 )
-from analysis.whole_answer import WholeAnswer, whole_answer_scores
+from analysis.whole_answer import whole_answer_scores
+
+__all__ = ["AnswerProb", "Limits", "Prediction", "TokenProb", "next_token_logits", "predict",
+           "predict_formats", "rank_of", "top_tokens"]
 
 
 class Limits(BaseModel):
@@ -48,72 +56,12 @@ class Limits(BaseModel):
             )
 
 
-class TokenProb(BaseModel):
-    rank: int
-    token_id: int
-    text: str
-    prob: float
-    logit: float
-
-
-class AnswerProb(BaseModel):
-    answer: AnswerToken
-    prob: float = Field(description="First-token probability (the attribution metric's).")
-    logit: float
-    rank: int
-    whole: WholeAnswer | None = Field(
-        None, description="Probability of the whole answer, teacher-forced.")
-
-
 class Prediction(BaseModel):
     model: str
     prompt: FormattedPrompt
     top: list[TokenProb]
     answers: list[AnswerProb]
     format: str = Field("", description="The prompt format's name (see PROMPT_FORMATS).")
-
-
-def next_token_logits(lm: LoadedModel, batch: Sequence[Sequence[int]]) -> Any:
-    """Last-position logits for each sequence, batched with left padding. Returns [B, V]
-    float32 on CPU."""
-    import torch
-
-    if not batch:
-        return torch.empty(0, 0)
-    return forward_logits(lm, batch, 1)[:, -1, :]
-
-
-def rank_of(logits: Any, token_id: int) -> int:
-    """1-based rank of a token in a logit vector (ties rank in the token's favour)."""
-    return int((logits > logits[token_id]).sum().item()) + 1
-
-
-def top_tokens(lm: LoadedModel, logits: Any, k: int) -> list[TokenProb]:
-    probs = logits.softmax(-1)
-    values, indices = probs.topk(k)
-    return [
-        TokenProb(
-            rank=i + 1,
-            token_id=int(t),
-            text=token_text(lm.tokenizer, int(t)),
-            prob=float(p),
-            logit=float(logits[int(t)]),
-        )
-        for i, (p, t) in enumerate(zip(values.tolist(), indices.tolist(), strict=True))
-    ]
-
-
-def answer_probs(lm: LoadedModel, logits: Any, answers: Sequence[AnswerToken]) -> list[AnswerProb]:
-    probs = logits.softmax(-1)
-    return [
-        AnswerProb(
-            answer=a,
-            prob=float(probs[a.token_id]),
-            logit=float(logits[a.token_id]),
-            rank=rank_of(logits, a.token_id),
-        )
-        for a in answers
-    ]
 
 
 MAX_ANSWERS = 10
@@ -135,10 +83,8 @@ def predict(
                 for i, a in enumerate(answers)]
     formatted = format_prompt(lm.tokenizer, spec, limits.max_prompt_tokens)
     logits = next_token_logits(lm, [formatted.input_ids])[0]
-    scored = answer_probs(lm, logits, resolved)
     wholes = whole_answer_scores(lm, [(formatted.input_ids, a.token_ids) for a in resolved])
-    for a, whole in zip(scored, wholes, strict=True):
-        a.whole = whole
+    scored = answer_probs(logits, resolved, wholes)
     return Prediction(
         model=lm.name,
         prompt=formatted,

@@ -1,15 +1,22 @@
 """Screening (the seeds' Stage 2): find prompts the model gets clearly wrong while the
 correct answer is still close (top-1 wrong, correct answer within the top-k).
 
-Small base models often put filler first (" the", " called"); the seeds only count a
-*clearly* wrong top-1, so the top-1 can be picked after skipping a configurable list of
-filler tokens. Every skipped token is reported.
+Small models often put filler first (" the", " called"); the seeds only count a
+*clearly* wrong top-1. Whether a top token is filler is decided by asking the model
+(``filler_rule="model"``, the default): the token is appended to the prompt and the model's
+next top-1 is read. The token is filler - a lead-in - when that continuation is the
+expected answer, or a new word the model already had among its candidates at the
+original position (" called" -> " the" -> " renin"). Otherwise it is the model's answer,
+however short: " A" after "The most common blood group is" is followed by "." and is a
+clearly wrong answer, while " a" after "is called" leading to " aldosterone" is filler.
+A fixed list of strings stays as the user's override (``filler_rule="list"``). Every
+skipped token is reported with the reason, and so is the check of the top-1 that stayed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
@@ -39,10 +46,19 @@ class ScreenItem(BaseModel):
         return v
 
 
+FillerRule = Literal["model", "list"]
+MAX_FILLER_CHECKS = 3  # top tokens the model is asked about per prompt
+
+
 class ScreenOptions(BaseModel):
     top_k: int = Field(5, description="Correct answer must rank within this many tokens.")
-    skip_filler: bool = True
-    filler_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FILLER))
+    skip_filler: bool = Field(True, description="Skip filler before judging the top-1.")
+    filler_rule: FillerRule = Field(
+        "model", description="model: a top token is filler when the model, with it "
+        "appended, goes on to the expected answer or to one of its own candidates; list: "
+        "the tokens in filler_tokens are filler (the user's override).")
+    filler_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FILLER),
+                                     description="The list the 'list' rule uses.")
     chat_template: bool = False
     system_prompt: str | None = None
     answer_prefix: str = ""
@@ -59,6 +75,10 @@ class ScreenRow(BaseModel):
     answer_note: str | None
     top1: TokenProb
     skipped: list[TokenProb]
+    skip_reasons: list[str] = Field(default_factory=list,
+                                    description="Why each skipped token is filler.")
+    top1_reason: str | None = Field(None, description="Why the top-1 is not filler "
+                                    "(the model rule's check of it).")
     top: list[TokenProb]
     correct_rank: int
     rank_excluding_filler: int
@@ -76,8 +96,22 @@ class ScreenResult(BaseModel):
     rows: list[ScreenRow]
     format: str = ""
     # Said on every page that shows a screening: which score the target rule reads.
-    decided_on: str = ("first tokens: the top-1 token is not a start of the answer, and a "
-                       "token that starts the answer ranks within top-k")
+    decided_on: str = ("first tokens: the top-1 token (after filler) is not a start of the "
+                       "answer, and a token that starts the answer ranks within top-k, "
+                       "filler above it not counted")
+
+    @property
+    def filler_text(self) -> str:
+        """The filler rule in force, said wherever a screening is shown."""
+        o = self.options
+        if not o.skip_filler:
+            return "no token is skipped as filler"
+        if o.filler_rule == "list":
+            return ("filler = the fixed list (" + ", ".join(repr(t) for t in o.filler_tokens[:8])
+                    + ("…" if len(o.filler_tokens) > 8 else "") + ")")
+        return ("filler = a top token after which the model goes on to the expected answer "
+                "or to one of its own candidates here (the model is asked: the token is "
+                f"appended, up to {MAX_FILLER_CHECKS} tokens per prompt)")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -129,9 +163,10 @@ def screen(
     for start in range(0, len(items), options.batch_size):
         chunk = range(start, min(start + options.batch_size, len(items)))
         logits = next_token_logits(lm, [formatted[i].input_ids for i in chunk])
-        for row_logits, i in zip(logits, chunk, strict=True):
+        asked = _ask_model(lm, [formatted[i].input_ids for i in chunk], logits, options)
+        for row_logits, i, nexts in zip(logits, chunk, asked, strict=True):
             rows.append(_screen_row(lm, i, items[i], formatted[i].text, row_logits,
-                                    options, filler, window))
+                                    options, filler, window, nexts))
     answers = [resolve_answer(lm.tokenizer, _spaced(formatted[i].text, item.answer))
                for i, item in enumerate(items)]
     wholes = whole_answer_scores(
@@ -150,6 +185,44 @@ def _spaced(text: str, answer: str) -> str:
     return answer if (text[-1:].isspace() or answer[:1].isspace()) else " " + answer
 
 
+def _ask_model(lm: LoadedModel, prompts: list[list[int]], logits: Any,
+               options: ScreenOptions) -> list[dict[int, TokenProb]]:
+    """For each prompt, its top few tokens -> the model's top-1 after that token is
+    appended (one batched forward pass for all of them). Empty unless the model rule is
+    in force."""
+    if not options.skip_filler or options.filler_rule != "model":
+        return [{} for _ in prompts]
+    asks = [(row, int(t)) for row, row_logits in enumerate(logits)
+            for t in row_logits.topk(MAX_FILLER_CHECKS).indices.tolist()]
+    out: list[dict[int, TokenProb]] = [{} for _ in prompts]
+    for start in range(0, len(asks), options.batch_size):
+        chunk = asks[start:start + options.batch_size]
+        after = next_token_logits(lm, [prompts[row] + [tok] for row, tok in chunk])
+        for (row, tok), row_logits in zip(chunk, after, strict=True):
+            out[row][tok] = top_tokens(lm, row_logits, 1)[0]
+    return out
+
+
+def _starts_word(text: str) -> bool:
+    stripped = text.lstrip()
+    return len(stripped) < len(text) and stripped[:1].isalnum()
+
+
+def _model_filler(cand: TokenProb, nexts: dict[int, TokenProb], answer: str,
+                  candidates: dict[int, TokenProb]) -> tuple[bool | None, str]:
+    """The model rule on one top token: (is filler, why); None when it was not asked."""
+    follow = nexts.get(cand.token_id)
+    if follow is None:
+        return None, ""
+    said = f"{cand.text!r} is followed by {follow.text!r} ({follow.prob:.0%})"
+    if _matches(follow.text, answer):
+        return True, f"{said}, the expected answer: a lead-in"
+    known = candidates.get(follow.token_id)
+    if known is not None and known.token_id != cand.token_id and _starts_word(follow.text):
+        return True, f"{said}, a candidate ranked {known.rank} here: a lead-in"
+    return False, f"{said}, neither the expected answer nor a candidate here: an answer"
+
+
 def _screen_row(
     lm: LoadedModel,
     i: int,
@@ -159,14 +232,26 @@ def _screen_row(
     options: ScreenOptions,
     filler: set[str],
     window: int,
+    nexts: dict[int, TokenProb] | None = None,
 ) -> ScreenRow:
     answer = resolve_answer(lm.tokenizer, _spaced(text, item.answer),
                             field=f"items[{i}].answer")
     ranked = top_tokens(lm, logits, window)
+    candidates = {t.token_id: t for t in ranked}
+    verdicts: dict[int, tuple[bool, str]] = {}
 
     def is_filler(t: TokenProb) -> bool:
-        return options.skip_filler and _norm(t.text) in filler \
-            and not _matches(t.text, item.answer)
+        if not options.skip_filler or _matches(t.text, item.answer):
+            return False
+        if t.token_id not in verdicts:
+            if options.filler_rule == "list":
+                listed = _norm(t.text) in filler
+                verdicts[t.token_id] = (listed, f"{t.text!r} is on the filler list"
+                                        if listed else "")
+            else:
+                found, why = _model_filler(t, nexts or {}, item.answer, candidates)
+                verdicts[t.token_id] = (bool(found), why)
+        return verdicts[t.token_id][0]
 
     skipped: list[TokenProb] = []
     top1 = ranked[0]
@@ -195,6 +280,8 @@ def _screen_row(
         answer_note=answer.note if answer.multi_token else None,
         top1=top1,
         skipped=skipped,
+        skip_reasons=[verdicts[t.token_id][1] for t in skipped],
+        top1_reason=verdicts.get(top1.token_id, (False, ""))[1] or None,
         top=ranked[: options.top_k + len(skipped)],
         correct_rank=correct_rank,
         rank_excluding_filler=effective_rank,

@@ -157,6 +157,9 @@ def screen(
                                          "or an object with a 'prompts' list; '-' = stdin.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
     skip_filler: Annotated[bool, typer.Option("--skip-filler/--no-skip-filler")] = True,
+    filler_rule: Annotated[str, typer.Option(
+        "--filler-rule", help="model: ask the model whether a top token is a lead-in; "
+                              "list: the fixed filler list")] = "model",
     model: ModelOpt = None,
     chat_template: ChatOpt = False,
     system_prompt: SystemOpt = None,
@@ -174,6 +177,7 @@ def screen(
         items = parse_screen_json(text)
         lm, settings = _load(model)
         options = ScreenOptions(top_k=top_k, skip_filler=skip_filler,
+                                filler_rule=filler_rule,  # type: ignore[arg-type]
                                 chat_template=chat_template, system_prompt=system_prompt,
                                 answer_prefix=answer_prefix)
         result = run_screen(lm, items, options, settings.limits)
@@ -187,14 +191,15 @@ def screen(
         return
     for r in result.rows:
         flag = "TARGET" if r.target else ("wrong " if r.wrong else "ok    ")
-        skipped = f"  (skipped {', '.join(repr(s.text) for s in r.skipped)})" if r.skipped else ""
+        skipped = f"  (skipped: {'; '.join(r.skip_reasons)})" if r.skipped else ""
         whole = (f" whole {r.correct_whole_prob:.2%}" if r.correct_whole_prob is not None
                  else "")
         typer.echo(f"{flag} top1={r.top1.text!r} {r.top1.prob:.1%}  "
-                   f"{r.answer!r}: rank {r.correct_rank} first-token {r.correct_prob:.1%}"
+                   f"{r.answer!r}: rank {r.rank_excluding_filler} (filler not counted) "
+                   f"first-token {r.correct_prob:.1%}"
                    f"{whole}  | {r.prompt[:60]}{skipped}")
     typer.echo(f"{len(result.targets)} target case(s) of {len(result.rows)} "
-               f"[{result.format}; decided on {result.decided_on}]")
+               f"[{result.format}; decided on {result.decided_on}; {result.filler_text}]")
 
 
 @cli.command()

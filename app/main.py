@@ -13,6 +13,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from analysis.comparison.verdict import VERDICT_RULE
+from analysis.evaluation import CORRECTED_RULE, IMPROVED_RULE
 from analysis.prompts import PROMPT_FORMATS
 from app.access import AccessPolicy, no_token
 from app.assets import vendor_files
@@ -106,6 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     # The one-click format switch reads the named formats from analysis, declared once.
     app.state.templates.env.globals["prompt_formats"] = PROMPT_FORMATS
+    # The answer-level rules ("corrected", "improved"), stated on every page that uses them.
+    app.state.templates.env.globals["outcome_rules"] = {"corrected": CORRECTED_RULE,
+                                                        "improved": IMPROVED_RULE}
+    app.state.templates.env.globals["verdict_rule"] = VERDICT_RULE
     # Token texts shown in quotes as JSON writes them (" ren", "\n"), but HTML-escaped by
     # autoescape rather than by tojson's \u003c escapes ("<|im_end|>" stays readable).
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,

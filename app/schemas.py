@@ -17,7 +17,7 @@ from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.correction.config import CorrectionTarget, TrainingConfig
 from analysis.models import NAME_PATTERN
 from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
-from analysis.screening import MAX_PROMPT_CHARS, ScreenItem
+from analysis.screening import MAX_PROMPT_CHARS, FillerRule, ScreenItem
 
 # "Not blank" in the OpenAPI schema for fields whose validators refuse blank text, so a
 # schema-valid request is one the app accepts.
@@ -116,6 +116,8 @@ class ScreenRequest(NumbersNotBooleans):
     items: list[ScreenItemIn] = Field(min_length=1, max_length=1000)
     top_k: int = Field(5, ge=1)
     skip_filler: bool = True
+    filler_rule: FillerRule = Field("model", description="How filler is decided (see "
+                                    "analysis.screening); a filler_tokens list means 'list'.")
     filler_tokens: list[str] | None = Field(None, max_length=200)
     chat_template: bool = False
     system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_CHARS)

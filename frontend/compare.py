@@ -24,7 +24,7 @@ CATEGORY_TEXT = {
     "gone": "gone",
     "sign_flip": "sign flip",
 }
-VERDICT_CLASS = {"correction": "good", "compensation": "warn", "no change": "neutral",
+VERDICT_CLASS = {"pathway removed": "good", "compensated": "warn", "no change": "neutral",
                  "made worse": "bad"}
 
 
@@ -192,11 +192,12 @@ def prompts_csv(result: ComparisonResult) -> str:
     writer = csv.writer(out)
     writer.writerow(["kind", "prompt", "expected", "wrong", "p_expected_base",
                      "p_expected_variant", "p_wrong_base", "p_wrong_variant", "top1_base",
-                     "top1_variant"])
+                     "top1_variant", "outcome"])
     for r in result.prompts:
+        b, t = r.before, r.after
         writer.writerow([r.kind, r.prompt, r.expected, r.wrong or "",
-                         f"{r.base.p_expected:.6g}", f"{r.tuned.p_expected:.6g}",
-                         "" if r.base.p_wrong is None else f"{r.base.p_wrong:.6g}",
-                         "" if r.tuned.p_wrong is None else f"{r.tuned.p_wrong:.6g}",
-                         r.base.top1, r.tuned.top1])
+                         f"{b.expected.prob:.6g}", f"{t.expected.prob:.6g}",
+                         "" if b.wrong is None else f"{b.wrong.prob:.6g}",
+                         "" if t.wrong is None else f"{t.wrong.prob:.6g}",
+                         b.top1.text, t.top1.text, r.outcome])
     return out.getvalue()

@@ -3,12 +3,14 @@ Plain data in, plain data out (no web framework, no database session)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from analysis.correction.config import TrainingConfig
+from analysis.correction.evaluate import CircuitVerdictRef, JobEvaluation
 from analysis.correction.textcheck import check_texts
+from analysis.evaluation import ItemResult
 
 
 @dataclass
@@ -32,8 +34,10 @@ class JobView:
     variant: str | None
     target_key: str | None
     config: TrainingConfig | None
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    evaluation: JobEvaluation | None = None
+    evaluation_stale: bool = False  # stored by a version before the evaluation core
     compare_link: str | None = None
+    kind: str = "correction"
     attempt: int = 1
     parent_id: str | None = None
 
@@ -64,6 +68,7 @@ def job_view(job: Any) -> JobView:
     progress = job.progress or {}
     cfg = _config(job.config or {})
     variant = job.variant if job.state == "succeeded" else None
+    evaluation = JobEvaluation.stored(job.evaluation)
     return JobView(
         id=job.id, name=job.name, state=job.state, base_model=job.base_model,
         method=cfg.method if cfg else "?", created_at=job.created_at,
@@ -72,7 +77,9 @@ def job_view(job: Any) -> JobView:
         fraction=progress.get("fraction"), loss=progress.get("loss"),
         elapsed_s=progress.get("elapsed_s"), eta_s=progress.get("eta_s"),
         phase=progress.get("phase"), error=job.error, variant=job.variant,
-        target_key=job.target_key, config=cfg, evaluation=job.evaluation or {},
+        target_key=job.target_key, config=cfg, evaluation=evaluation,
+        evaluation_stale=bool(job.evaluation) and evaluation is None,
+        kind=getattr(job, "kind", None) or "correction",
         compare_link=compare_link(cfg, job.base_model, variant),
         attempt=getattr(job, "attempt", 1) or 1, parent_id=getattr(job, "parent_id", None),
     )
@@ -95,39 +102,30 @@ def loss_figure(metrics: list[Any]) -> dict[str, Any]:
 
 @dataclass
 class ExperimentRow:
+    """One job on the seeds' summary table: the text check's flags, the target before ->
+    after (the evaluation core's ItemResult), its outcome and the circuit verdict."""
+
     job: JobView
     mentions_wrong: bool
     mentions_correct: bool
     mentions_topic: bool
-    p_a_before: float | None
-    p_a_after: float | None
-    p_b_before: float | None
-    p_b_after: float | None
-    result: str
-    whole_a_before: float | None = None
-    whole_a_after: float | None = None
-    whole_b_before: float | None = None
-    whole_b_after: float | None = None
+    target: ItemResult | None
+    circuit: CircuitVerdictRef | None
 
-
-def _result(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """The seeds' last column: fixed, better, no change or worse (from m and top-1)."""
-    m0, m1 = before.get("m"), after.get("m")
-    if m0 is None or m1 is None:
-        return "–"
-    if m0 <= 0 < m1:
-        return "fixed"
-    if m1 - m0 > 0.1:
-        return "better"
-    if m1 - m0 < -0.1:
-        return "worse"
-    return "no change"
+    @property
+    def outcome(self) -> str:
+        """The target's outcome (analysis.evaluation's rule), or the job's state."""
+        if self.job.state != "succeeded":
+            return self.job.state
+        return self.target.outcome if self.target is not None else "–"
 
 
 def experiment_rows(jobs: list[Any]) -> list[ExperimentRow]:
     rows = []
     for job in jobs:
         view = job_view(job)
+        if view.kind != "correction":  # an index-build job has no evaluation
+            continue
         cfg = view.config
         wrong = correct = topic = False
         if cfg is not None and cfg.target is not None:
@@ -138,18 +136,8 @@ def experiment_rows(jobs: list[Any]) -> list[ExperimentRow]:
             topic = any(f.mentions_topic for f in findings)
             # "Mentions the correct answer": any match of kind 'correct' in any text.
             correct = any(m.kind == "correct" for f in findings for m in f.matches)
-        target = view.evaluation.get("target") or {}
-        before, after = target.get("before") or {}, target.get("after") or {}
+        ev = view.evaluation
         rows.append(ExperimentRow(
             job=view, mentions_wrong=wrong, mentions_correct=correct, mentions_topic=topic,
-            p_a_before=(before.get("a") or {}).get("prob"),
-            p_a_after=(after.get("a") or {}).get("prob"),
-            p_b_before=(before.get("b") or {}).get("prob"),
-            p_b_after=(after.get("b") or {}).get("prob"),
-            result=_result(before, after) if view.state == "succeeded" else view.state,
-            whole_a_before=(before.get("a") or {}).get("whole_prob"),
-            whole_a_after=(after.get("a") or {}).get("whole_prob"),
-            whole_b_before=(before.get("b") or {}).get("whole_prob"),
-            whole_b_after=(after.get("b") or {}).get("whole_prob"),
-        ))
+            target=ev.target if ev else None, circuit=ev.circuit if ev else None))
     return rows

@@ -59,7 +59,7 @@ def run_circuit(
     pruned = (dataclasses.replace(attr, influence=masked_influence(attr.influence, always_on))
               if s.drop_always_on and always_on else attr)
     nodes = prune(pruned, tau=s.tau, per_layer_top_k=s.per_layer_top_k, mode=s.mode,
-                  mass=s.mass, max_nodes=s.max_nodes)
+                  mass=s.mass, max_nodes=s.max_nodes, min_influence=s.min_influence)
     flagged = {(f.layer, f.neuron) for f in always_on}
     for node in nodes:
         node.always_on = (node.layer, node.neuron) in flagged

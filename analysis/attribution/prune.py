@@ -3,7 +3,9 @@
 Two selection rules, both after a per-layer pre-filter that keeps at most
 ``per_layer_top_k`` nodes of each layer by ``|influence|``:
 
-* ``tau`` (the lab notes' ``--tau``): keep nodes with ``|I| >= tau * |m|``;
+* ``tau`` (the lab notes' ``--tau``): keep nodes with ``|I| >= tau * |m|``, or with
+  ``|I| >= min_influence`` when an absolute threshold is given (Compare cuts both sides
+  at ``tau * |m of the base|``);
 * ``cumulative`` (Transluce / circuit-tracer): rank by ``|I|`` and keep the smallest
   prefix whose ``|I|`` adds up to ``mass`` of the total ``|I|`` of *all* nodes (the
   denominator is taken before the pre-filter, so the fraction is honest).
@@ -49,9 +51,12 @@ def prune(
     mode: PruneMode | str = "tau",
     mass: float = 0.8,
     max_nodes: int | None = None,
+    min_influence: float | None = None,
 ) -> list[Node]:
     """Kept nodes, sorted by ``|influence|`` (see module docstring)."""
     check_prune_params(tau, per_layer_top_k, mode, mass, max_nodes)
+    if min_influence is not None and not (math.isfinite(min_influence) and min_influence > 0):
+        raise InputError("min_influence must be a positive number", field="min_influence")
     n_layers, n_pos, n_neurons = attr.influence.shape
     flat = attr.influence.reshape(n_layers, n_pos * n_neurons)
     k = min(per_layer_top_k, n_pos * n_neurons)
@@ -63,7 +68,7 @@ def prune(
     layers, cells, scores = layers[order], cells[order], scores[order]
 
     if mode == "tau":
-        keep = scores >= tau * abs(attr.m)
+        keep = scores >= threshold(attr.m, tau, min_influence)
         keep &= scores > 0
     else:
         total = float(attr.influence.abs().sum())
@@ -76,6 +81,19 @@ def prune(
         make_node(attr, int(layer), int(cell) // n_neurons, int(cell) % n_neurons)
         for layer, cell in zip(layers.tolist(), cells.tolist(), strict=True)
     ]
+
+
+def threshold(m: float, tau: float, min_influence: float | None = None) -> float:
+    """The tau mode's cut in logit units: the absolute one when given, else tau * |m|."""
+    return min_influence if min_influence is not None else tau * abs(m)
+
+
+def count_above(attr: Attribution, cut: float) -> tuple[int, int]:
+    """How many nodes reach ``cut`` in all, and in the fullest layer (before any cap): what
+    tells whether max_nodes or per_layer_top_k bound."""
+    above = attr.influence.abs() >= cut
+    per_layer = above.reshape(above.shape[0], -1).sum(dim=1)
+    return int(per_layer.sum()), int(per_layer.max()) if per_layer.numel() else 0
 
 
 def make_node(attr: Attribution, layer: int, position: int, neuron: int) -> Node:

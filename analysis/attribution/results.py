@@ -229,6 +229,8 @@ def cache_key(
     settings."""
     if isinstance(params, CircuitSettings):
         params = params.normalized().model_dump(mode="json")
+    if params.get("min_influence") is None:  # keys of runs from before it existed stay
+        params = {k: v for k, v in params.items() if k != "min_influence"}
     payload = {
         "schema": SCHEMA_VERSION,
         "model": model_name,

@@ -28,6 +28,10 @@ class CircuitSettings(BaseModel):
     ig_baseline: Literal["auto", "zero", "mean"] = Field(
         "auto", description="Integrated gradients: the activations' baseline.")
     tau: float = Field(0.15, gt=0, le=1, description="Keep |influence| >= tau * |m|.")
+    min_influence: float | None = Field(
+        None, gt=0, description="An absolute threshold in logit units that replaces "
+        "tau * |m| (tau mode). Compare sets it to tau * |m of the base| on both sides, so "
+        "the two circuits are cut alike.")
     per_layer_top_k: int = Field(300, ge=1, le=100_000,
                                  description="Candidates per layer before the tau cut.")
     mode: Literal["tau", "cumulative"] = Field("tau", description="Pruning rule.")
@@ -58,8 +62,10 @@ class CircuitSettings(BaseModel):
             update.update(ig_steps=defaults.ig_steps, ig_baseline=defaults.ig_baseline)
         if self.mode == "tau":
             update["mass"] = defaults.mass
+            if self.min_influence is not None:
+                update["tau"] = defaults.tau
         else:
-            update["tau"] = defaults.tau
+            update.update(tau=defaults.tau, min_influence=None)
         if not self.edges:
             update.update(edge_normalization=defaults.edge_normalization,
                           edge_threshold=defaults.edge_threshold)

@@ -1,21 +1,26 @@
 """Base vs fine-tuned comparison, one module per idea:
 
-* :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (correction,
-  compensation, no change, made worse) with its reasons and thresholds;
+* :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (pathway
+  removed, compensated, no change, made worse) with its reasons and thresholds;
 * :mod:`~analysis.comparison.weights` - relative weight change per layer and module;
 * :mod:`~analysis.comparison.patching` - activation patching, variant into base, per layer;
-* :mod:`~analysis.comparison.run` - the two-phase run (variant, then base) and its result.
+* :mod:`~analysis.comparison.request` - what a comparison is asked;
+* :mod:`~analysis.comparison.threshold` - the one threshold both graphs are cut at;
+* :mod:`~analysis.comparison.run` - the phased run (variant, then base) and its result.
 """
 
 from analysis.comparison.patching import LayerShare, patch_layers, record_layers
-from analysis.comparison.run import (
+from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,
+    PromptSetItem,
+    prompt_items,
+)
+from analysis.comparison.run import (
     ComparisonResult,
     Observation,
     PromptProbs,
     PromptRow,
-    PromptSetItem,
     SideSummary,
     Signature,
     assemble,
@@ -26,7 +31,9 @@ from analysis.comparison.run import (
     prompt_probs,
     variant_weights_dir,
 )
+from analysis.comparison.threshold import reference_cut, with_cut
 from analysis.comparison.verdict import (
+    VERDICT_RULE,
     CircuitComparison,
     CompareThresholds,
     NeuronChange,
@@ -45,6 +52,7 @@ from analysis.comparison.weights import (
 
 __all__ = [
     "MAX_PROMPT_SET",
+    "VERDICT_RULE",
     "CircuitComparison",
     "CompareRequest",
     "CompareThresholds",
@@ -69,10 +77,13 @@ __all__ = [
     "observe_base",
     "observe_variant",
     "patch_layers",
+    "prompt_items",
     "prompt_probs",
     "record_layers",
+    "reference_cut",
     "split_name",
     "variant_weights_dir",
     "weight_changes",
     "weight_changes_from_files",
+    "with_cut",
 ]

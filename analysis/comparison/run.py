@@ -2,9 +2,11 @@
 
 A comparison needs the variant and the base, but never both in memory at once: a LoRA
 variant *is* its base with an overlay attached, and a full variant may only fit by being
-swapped in. So it runs as two phases, each on one model, with small tensors passed
+swapped in. So it runs in phases, each on one model, with small tensors passed
 between them:
 
+0. :func:`reference_cut` on the base: the one absolute |influence| threshold both graphs
+   use (tau x |m of the base|), so the two circuits are cut alike (:func:`with_cut`);
 1. :func:`observe_variant` on the fine-tune: its circuit, every neuron's total influence,
    the prompt set's probabilities, and each layer's MLP output and residual stream for
    activation patching;
@@ -22,12 +24,18 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.analyze import CircuitLimits, CircuitRequest, analyze
-from analysis.answers import resolve_answer, resolve_contrast
+from analysis.analyze import CircuitLimits, analyze
 from analysis.attribution import Attribution, CircuitResult
 from analysis.attribution.adapters import get_adapter
+from analysis.attribution.prune import count_above, threshold
 from analysis.comparison.patching import LayerShare, patch_layers, record_layers
-from analysis.comparison.verdict import CircuitComparison, CompareThresholds, compare_influences
+from analysis.comparison.request import (
+    MAX_PROMPT_SET,
+    CompareRequest,
+    prompt_items,
+)
+from analysis.comparison.threshold import reference_cut, with_cut
+from analysis.comparison.verdict import CircuitComparison, compare_influences
 from analysis.comparison.weights import (
     WeightChange,
     split_name,
@@ -35,44 +43,12 @@ from analysis.comparison.weights import (
     weight_changes_from_files,
 )
 from analysis.errors import InputError, LimitExceeded
+from analysis.evaluation import CORRECTED_RULE, ItemResult, Scored, score_items
 from analysis.lora import adapter_norms
 from analysis.models import LoadedModel, model_directory
-from analysis.predict import next_token_logits, rank_of, top_tokens
-from analysis.prompts import format_prompt
-from analysis.whole_answer import whole_answer_scores
 
-PromptKind = Literal["target", "generalization", "side_effect"]
-MAX_PROMPT_SET = 50
-
-
-class PromptSetItem(BaseModel):
-    """One prompt of the set: the right answer, and optionally the wrong one."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: PromptKind = "generalization"
-    prompt: str = Field(min_length=1, max_length=4000)
-    expected: str = Field(min_length=1, max_length=200)
-    wrong: str | None = Field(None, max_length=200)
-
-
-class CompareRequest(BaseModel):
-    circuit: CircuitRequest
-    prompt_set: list[PromptSetItem] = Field(default_factory=list)
-    thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
-
-
-class PromptProbs(BaseModel):
-    """One model's next-token probabilities on one prompt of the set."""
-
-    p_expected: float
-    p_wrong: float | None
-    rank_expected: int
-    m: float | None = Field(description="logit(expected) - logit(wrong).")
-    top1: str
-    top1_prob: float
-    whole_p_expected: float | None = Field(
-        None, description="P(whole expected answer), teacher-forced.")
+# One model's scores on one prompt of the set: the evaluation core's.
+PromptProbs = Scored
 
 
 class Signature(BaseModel):
@@ -110,19 +86,13 @@ class Observation(BaseModel):
     weight_changes: list[WeightChange] = Field(default_factory=list)
     weight_kind: Literal["full", "lora", "none"] = "none"
     patching: list[LayerShare] = Field(default_factory=list)
+    threshold: float | None = Field(None, description="The |influence| cut this side used.")
+    n_above: int | None = Field(None, description="Nodes reaching it, before any cap.")
+    fullest_layer: int | None = Field(None, description="The most of them in one layer.")
 
 
-class PromptRow(BaseModel):
-    kind: PromptKind
-    prompt: str
-    expected: str
-    wrong: str | None
-    base: PromptProbs
-    tuned: PromptProbs
-
-    @property
-    def delta_expected(self) -> float:
-        return self.tuned.p_expected - self.base.p_expected
+# A prompt of the set before -> after, with its outcome: the evaluation core's.
+PromptRow = ItemResult
 
 
 class SideSummary(BaseModel):
@@ -139,6 +109,12 @@ class SideSummary(BaseModel):
     total_influence: float = Field(description="All neurons, all positions.")
     n_nodes: int
     top: list[dict[str, Any]]
+    threshold: float | None = Field(
+        None, description="The absolute |influence| cut of this side's graph (logit units).")
+    n_above_threshold: int | None = Field(None, description="Nodes reaching the cut.")
+    caps: list[str] = Field(default_factory=list,
+                            description="Caps that bound: the graph shows fewer nodes than "
+                                        "reach the cut.")
 
 
 class ComparisonResult(BaseModel):
@@ -154,6 +130,27 @@ class ComparisonResult(BaseModel):
     base_circuit: CircuitResult | None = None
     tuned_circuit: CircuitResult | None = None
 
+    @property
+    def same_threshold(self) -> bool:
+        b, t = self.base.threshold, self.tuned.threshold
+        return b is not None and t is not None and abs(b - t) <= 1e-9 * max(b, t, 1.0)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What keeps the two graphs from being like for like, said on every view."""
+        out = [f"{side.model}: {cap}" for side in (self.base, self.tuned) for cap in side.caps]
+        if not self.same_threshold:
+            out.append("the two graphs were cut at different thresholds (a comparison "
+                       "stored before both sides shared one): node counts do not compare")
+        return out
+
+    def threshold_text(self) -> str:
+        if self.same_threshold and self.base.threshold is not None:
+            return (f"both graphs keep nodes with |influence| >= {self.base.threshold:.4f} "
+                    f"(tau x |m base| = {self.base.threshold / (abs(self.base.m) or 1):.3g} x "
+                    f"{abs(self.base.m):.3f}); the same cut on both sides")
+        return "each graph was cut relative to its own |m|"
+
     def summary(self, n_neurons: int = 10) -> str:
         """A plain-text report (the CLI's output, the seeds' comparison table)."""
         b, t, c = self.base, self.tuned, self.comparison
@@ -167,14 +164,19 @@ class ComparisonResult(BaseModel):
                  f"  P(B)     {pct(b.p_b)} -> {pct(t.p_b)}   rank {b.rank_b} -> {t.rank_b}",
                  f"  influence sum (kept nodes) {b.influence_sum:+.3f} -> "
                  f"{t.influence_sum:+.3f}",
+                 f"  nodes kept {b.n_nodes} -> {t.n_nodes}; {self.threshold_text()}",
+                 *[f"  WARNING: {w}" for w in self.warnings],
                  f"verdict: {c.verdict.upper()}", *[f"  - {r}" for r in c.reasons],
                  f"neurons (largest first, {len(c.neurons)} large in either model):"]
         for n in c.neurons[:n_neurons]:
             lines.append(f"  {n.name:>12} {n.base:+8.3f} -> {n.tuned:+8.3f}  {n.category}")
-        lines.append("prompt set (P expected before -> after):")
+        lines.append("prompt set (P expected before -> after, top-1, outcome):")
         for r in self.prompts:
-            lines.append(f"  {r.kind:<14} {pct(r.base.p_expected)} -> "
-                         f"{pct(r.tuned.p_expected)}  {r.expected!r:<16} {r.prompt[:50]}")
+            lines.append(f"  {r.kind:<14} {pct(r.before.expected.prob)} -> "
+                         f"{pct(r.after.expected.prob)}  {r.expected!r:<16} top-1 "
+                         f"{r.before.top1.text!r} -> {r.after.top1.text!r}  "
+                         f"{r.outcome.upper():<11} {r.prompt[:40]}")
+        lines.append(CORRECTED_RULE)
         if self.weight_changes:
             top = ", ".join(f"L{w.layer} {w.module} {w.relative:.3g}"
                             for w in self.weight_changes[:3])
@@ -278,61 +280,32 @@ def _observe(lm: LoadedModel, req: CompareRequest, limits: CircuitLimits) -> Obs
     if len(req.prompt_set) > MAX_PROMPT_SET:
         raise LimitExceeded(f"{len(req.prompt_set)} prompts in the set is over the limit "
                             f"({MAX_PROMPT_SET})", field="prompt_set")
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, Any] = {}
+    s = req.circuit.settings
 
     def keep(attr: Attribution) -> None:
         captured["totals"] = attr.neuron_totals().detach().float().cpu()
+        if s.mode == "tau":
+            cut = threshold(attr.m, s.tau, s.min_influence)
+            captured["cut"] = cut
+            captured["n_above"], captured["fullest"] = count_above(attr, cut)
 
     circuit = analyze(lm, req.circuit, limits, on_attribution=keep)
     return Observation(
         model=lm.name, kind=lm.spec.kind, revision=lm.revision,
         memory_bytes=lm.memory_bytes(), signature=signature(lm), circuit=circuit,
         totals=captured["totals"], prompts=prompt_probs(lm, req, limits),
+        threshold=captured.get("cut"), n_above=captured.get("n_above"),
+        fullest_layer=captured.get("fullest"),
     )
 
 
 def prompt_probs(lm: LoadedModel, req: CompareRequest,
-                 limits: CircuitLimits) -> list[PromptProbs]:
-    """The target prompt and the set, formatted like the target (same chat settings)."""
-    target = req.circuit
-    items = [PromptSetItem(kind="target", prompt=target.prompt.prompt,
-                           expected=target.answer_a, wrong=target.answer_b),
-             *req.prompt_set]
-    batch, answers = [], []
-    for i, item in enumerate(items):
-        spec = target.prompt.model_copy(update={"prompt": item.prompt})
-        field = "prompt" if i == 0 else f"prompt_set[{i - 1}]"
-        try:
-            batch.append(format_prompt(lm.tokenizer, spec, limits.max_prompt_tokens).input_ids)
-            if item.wrong and item.wrong.strip():
-                a, b = resolve_contrast(lm.tokenizer, item.expected, item.wrong)
-            else:
-                a, b = resolve_answer(lm.tokenizer, item.expected), None
-        except InputError as exc:
-            raise InputError(f"{field}: {exc}", field=field) from exc
-        answers.append((a, b))
-    whole_a = whole_answer_scores(lm, [(ids, a.token_ids)
-                                       for ids, (a, _) in zip(batch, answers, strict=True)])
-    out = []
-    for start in range(0, len(batch), 16):
-        logits = next_token_logits(lm, batch[start:start + 16])
-        for row, (ta, tb) in zip(logits, answers[start:start + 16], strict=True):
-            a, b = ta.token_id, tb.token_id if tb else None
-            probs = row.softmax(-1)
-            top = top_tokens(lm, row, 1)[0]
-            out.append(PromptProbs(
-                p_expected=float(probs[a]), p_wrong=float(probs[b]) if b is not None else None,
-                rank_expected=rank_of(row, a),
-                m=float(row[a] - row[b]) if b is not None else None,
-                top1=top.text, top1_prob=top.prob,
-                whole_p_expected=whole_a[len(out)].prob,
-            ))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# Activation patching, variant -> base, layer by layer
-# ---------------------------------------------------------------------------------------
+                 limits: CircuitLimits) -> list[Scored]:
+    """The target prompt and the set, formatted like the target (same chat settings),
+    scored by the evaluation core."""
+    return score_items(lm, prompt_items(req), req.circuit.prompt, limits.max_prompt_tokens,
+                       top_k=1, field="prompt_set")
 
 
 # ---------------------------------------------------------------------------------------
@@ -349,15 +322,28 @@ def influence_maps(base: torch.Tensor, tuned: torch.Tensor, floor: float
             {(k[0], k[1]): float(tuned[k[0], k[1]]) for k in keys})
 
 
+def _caps(obs: Observation) -> list[str]:
+    p, out = obs.circuit.params, []
+    if obs.n_above is not None and p.max_nodes is not None and obs.n_above > p.max_nodes:
+        out.append(f"max_nodes={p.max_nodes} bound: {obs.n_above} nodes reach the cut, "
+                   f"the graph keeps the {p.max_nodes} largest")
+    if obs.fullest_layer is not None and obs.fullest_layer > p.per_layer_top_k:
+        out.append(f"per_layer_top_k={p.per_layer_top_k} bound: one layer has "
+                   f"{obs.fullest_layer} nodes reaching the cut")
+    return out
+
+
 def _summary(obs: Observation) -> SideSummary:
     c = obs.circuit
     target = obs.prompts[0]
     return SideSummary(
         model=obs.model, kind=obs.kind, revision=obs.revision,
         memory_mb=round(obs.memory_bytes / 2**20, 1), m=c.m,
-        p_a=target.p_expected, p_b=target.p_wrong, rank_a=c.rank_a, rank_b=c.rank_b,
+        p_a=target.expected.prob, p_b=target.wrong.prob if target.wrong else None,
+        rank_a=c.rank_a, rank_b=c.rank_b,
         influence_sum=c.influence_sum, total_influence=float(obs.totals.sum()),
         n_nodes=len(c.nodes), top=[t.model_dump() for t in c.top],
+        threshold=obs.threshold, n_above_threshold=obs.n_above, caps=_caps(obs),
     )
 
 
@@ -366,13 +352,12 @@ def assemble(req: CompareRequest, base: Observation, tuned: Observation) -> Comp
     t = req.thresholds
     floor = t.large * (abs(base.circuit.m) or 1.0)
     b_map, t_map = influence_maps(base.totals, tuned.totals, floor)
-    comparison = compare_influences(base.circuit.m, tuned.circuit.m, b_map, t_map, t)
-    items = [PromptSetItem(kind="target", prompt=req.circuit.prompt.prompt,
-                           expected=req.circuit.answer_a, wrong=req.circuit.answer_b),
-             *req.prompt_set]
-    rows = [PromptRow(kind=item.kind, prompt=item.prompt, expected=item.expected,
-                      wrong=item.wrong, base=pb, tuned=pt)
-            for item, pb, pt in zip(items, base.prompts, tuned.prompts, strict=True)]
+    shown = {(n.layer, n.neuron) for n in base.circuit.nodes}
+    comparison = compare_influences(base.circuit.m, tuned.circuit.m, b_map, t_map, t, shown)
+    rows = [ItemResult(index=i, kind=item.kind, prompt=item.prompt, expected=item.expected,
+                       wrong=item.wrong, before=pb, after=pt)
+            for i, (item, pb, pt) in enumerate(zip(prompt_items(req), base.prompts,
+                                                   tuned.prompts, strict=True))]
     return ComparisonResult(
         base=_summary(base), tuned=_summary(tuned), comparison=comparison, prompts=rows,
         weight_changes=base.weight_changes, weight_kind=base.weight_kind,
@@ -389,6 +374,8 @@ def compare_loaded(base: LoadedModel, tuned: LoadedModel, req: CompareRequest,
     from analysis.models import activate
 
     check_pair(base.name, tuned.name, tuned.spec.kind, tuned.spec.base, base.spec.kind)
+    activate(base)
+    req = with_cut(req, reference_cut(base, req, limits))
     activate(tuned)
     tuned_obs = observe_variant(tuned, req, limits)
     activate(base)

@@ -12,10 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Category = Literal["persistent", "strengthened", "weakened", "new", "gone", "sign_flip"]
-Verdict = Literal["correction", "compensation", "no change", "made worse"]
+# The circuit verdict says *why* m moved; its words are never the answer-level ones
+# ("corrected", "improved": analysis.evaluation), so a page can show both without clash.
+Verdict = Literal["pathway removed", "compensated", "no change", "made worse"]
+OLD_VERDICTS = {"correction": "pathway removed", "compensation": "compensated"}
+VERDICT_RULE = ("Circuit verdict: 'pathway removed' = the base's main drivers towards B lost "
+                "most of their pull; 'compensated' = they kept it and new or strengthened "
+                "drivers towards A outweigh them. It explains the move of m; whether the "
+                "answer is corrected is the answer-level rule.")
 NeuronKey = tuple[int, int]
 
 
@@ -26,7 +33,7 @@ class CompareThresholds(BaseModel):
     persistent: float = Field(0.25, gt=0, lt=1,
                               description="Relative change below this is 'persistent'.")
     removed: float = Field(0.5, gt=0, le=1,
-                           description="Correction: wrong-way drivers lost this share.")
+                           description="Pathway removed: wrong-way drivers lost this share.")
     min_delta_m: float = Field(0.1, ge=0, description="Smaller moves of m are 'no change'.")
 
 
@@ -56,6 +63,12 @@ class CircuitComparison(BaseModel):
     reasons: list[str]
     thresholds: CompareThresholds
 
+    @field_validator("verdict", mode="before")
+    @classmethod
+    def _old_words(cls, value: object) -> object:
+        # Comparisons stored before the rename said "correction" / "compensation".
+        return OLD_VERDICTS.get(value, value) if isinstance(value, str) else value
+
 
 def categorize(base: float, tuned: float, scale: float, t: CompareThresholds) -> Category | None:
     """A neuron's category, or None when it is small in both circuits."""
@@ -80,9 +93,11 @@ def compare_influences(
     base: Mapping[NeuronKey, float],
     tuned: Mapping[NeuronKey, float],
     thresholds: CompareThresholds | None = None,
+    shown: set[NeuronKey] | None = None,
 ) -> CircuitComparison:
     """Compare per-neuron influences (summed over positions) of the same prompt under two
-    variants. Neurons missing from one mapping count as 0 there."""
+    variants. Neurons missing from one mapping count as 0 there. ``shown``: the neurons
+    the base graph draws, so the reasons can say how many of the counted ones it shows."""
     t = thresholds or CompareThresholds()
     scale = abs(m_base) or 1.0
     changes: list[NeuronChange] = []
@@ -93,7 +108,7 @@ def compare_influences(
             changes.append(NeuronChange(layer=key[0], neuron=key[1], base=b, tuned=a,
                                         category=category))
     changes.sort(key=lambda c: -max(abs(c.base), abs(c.tuned)))
-    verdict, reasons = judge(m_base, m_tuned, changes, t)
+    verdict, reasons = judge(m_base, m_tuned, changes, t, shown)
     return CircuitComparison(
         m_base=m_base, m_tuned=m_tuned,
         influence_sum_base=sum(c.base for c in changes),
@@ -103,8 +118,11 @@ def compare_influences(
 
 
 def judge(m_base: float, m_tuned: float, changes: list[NeuronChange],
-          t: CompareThresholds) -> tuple[Verdict, list[str]]:
-    """Correction, compensation, no change or made worse, with the numbers behind it."""
+          t: CompareThresholds, shown: set[NeuronKey] | None = None
+          ) -> tuple[Verdict, list[str]]:
+    """Pathway removed, compensated, no change or made worse, with the numbers behind it.
+    Drivers are counted over *all* neurons by their influence summed over positions (not
+    only the nodes a graph draws); the reasons say so, and how many the base graph shows."""
     delta_m = m_tuned - m_base
     reasons = [f"m moved {m_base:+.3f} -> {m_tuned:+.3f} (delta {delta_m:+.3f}; "
                f"moves under {t.min_delta_m} count as no change)."]
@@ -117,24 +135,30 @@ def judge(m_base: float, m_tuned: float, changes: list[NeuronChange],
     if not drivers:
         reasons.append("The base circuit has no large driver towards B to remove; "
                        "the gain comes from drivers towards A.")
-        return "compensation", reasons
+        return "compensated", reasons
     before = sum(c.base for c in drivers)
     after = sum(min(c.tuned, 0.0) for c in drivers)
     kept = after / before if before else 0.0
     names = ", ".join(f"{c.name} {c.base:+.2f} -> {c.tuned:+.2f}" for c in drivers[:5])
-    reasons.append(f"The base circuit's {len(drivers)} main driver(s) towards B ({names}) "
-                   f"kept {kept:.0%} of their pull ({before:+.3f} -> {after:+.3f}).")
+    floor = t.large * (abs(m_base) or 1.0)
+    seen = "" if shown is None else (
+        f"; {sum((c.layer, c.neuron) in shown for c in drivers)} of them are drawn in the "
+        "base graph")
+    reasons.append(f"The base model's {len(drivers)} main driver(s) towards B ({names}) "
+                   f"kept {kept:.0%} of their pull ({before:+.3f} -> {after:+.3f}). Counted "
+                   f"over all neurons, each by its influence summed over positions, at "
+                   f"<= -{floor:.3f} ({t.large} x |m base|){seen}.")
     if kept <= 1 - t.removed:
         reasons.append(f"They lost at least {t.removed:.0%} of it: the bad pathway was "
                        "removed.")
-        return "correction", reasons
+        return "pathway removed", reasons
     gain = sum(max(c.tuned, 0.0) - max(c.base, 0.0) for c in changes
                if c.category in ("new", "strengthened", "sign_flip") and c.tuned > 0)
     reasons.append(f"New or strengthened drivers towards A add {gain:+.3f}.")
     if gain > abs(after - before):
         reasons.append("They outweigh what the wrong-way drivers lost: the pathway is still "
                        "there, and the fine-tune compensates for it.")
-        return "compensation", reasons
+        return "compensated", reasons
     reasons.append("Neither the drivers towards B lost most of their pull nor did drivers "
                    "towards A outweigh them.")
     return "no change", reasons

@@ -32,12 +32,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from analysis.errors import InputError, LimitExceeded
+
+# The evaluation item type is the evaluation core's: one type for the job's eval set,
+# Compare's prompt set and the CLI.
+from analysis.evaluation import EvalItem
 from analysis.models import NAME_PATTERN
 from analysis.prompts import PromptSpec
 
 Method = Literal["full", "lora"]
 Scheduler = Literal["constant", "constant_with_warmup", "linear", "cosine"]
-EvalKind = Literal["target", "generalization", "side_effect"]
 
 DEFAULT_LR: dict[str, float] = {"full": 5e-6, "lora": 1e-4}
 # The attention and gated-MLP projections of Llama/Gemma/Qwen/Mistral; PEFT skips names a
@@ -62,15 +65,6 @@ class CorrectionTarget(PromptSpec):
             system_prompt=self.system_prompt,
             answer_prefix=self.answer_prefix,
         )
-
-
-class EvalItem(BaseModel):
-    """One evaluation prompt; formatted like the target (see evaluate.evaluate_prompts)."""
-
-    prompt: str = Field(min_length=1)
-    expected: str = Field(min_length=1, description="The answer that should win.")
-    wrong: str | None = Field(None, description="The answer it should beat, if any.")
-    kind: EvalKind = "generalization"
 
 
 class TrainingConfig(BaseModel):

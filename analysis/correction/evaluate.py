@@ -1,9 +1,9 @@
 """Stage 7, measured: did the correction fix the target, does it generalise, what did it
 break, and can the model still write?
 
-* :func:`evaluate_prompts` scores each evaluation prompt before and after: P(expected),
-  P(wrong), ranks, m and the top-1 on each side, and whether the item was fixed or
-  broken.
+* :func:`evaluate_prompts` (the evaluation core's ``evaluate_items``) scores each
+  evaluation prompt before and after: P(expected), P(wrong), ranks, m and the top-1 on
+  each side, and its outcome (corrected, improved, broken, ... see analysis.evaluation).
 * :func:`degeneration_check` generates greedily from a few prompts and flags empty or
   looping output (seed 002: a minimal LoRA "severely damaged" generation).
 
@@ -18,145 +18,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from analysis.answers import resolve_answer
-from analysis.correction.config import EvalItem
-from analysis.errors import InputError, LimitExceeded
+from analysis.comparison.verdict import Verdict
+from analysis.errors import LimitExceeded
+from analysis.evaluation import ItemResult, OutcomeCounts, evaluate_items
 from analysis.models import LoadedModel, activate
-from analysis.predict import next_token_logits, rank_of
-from analysis.prompts import PromptSpec, format_prompt, token_text
-from analysis.whole_answer import whole_answer_scores
+from analysis.prompts import PromptSpec, format_prompt
 
 DEGENERATE_REPETITION = 0.5
 MAX_NEW_TOKENS = 256
-EVAL_BATCH = 8
 
 
-# --------------------------------------------------------------------------------------
-# Before/after scores
-# --------------------------------------------------------------------------------------
-
-
-class EvalSide(BaseModel):
-    p_expected: float
-    rank_expected: int
-    p_wrong: float | None
-    rank_wrong: int | None
-    m: float | None = Field(description="logit(expected) - logit(wrong), when wrong is given.")
-    top1: str
-    top1_prob: float
-    correct: bool
-    # Whole answers (every token, teacher-forced); None in records from before they existed.
-    whole_p_expected: float | None = None
-    whole_p_wrong: float | None = None
-    whole_m: float | None = Field(
-        None, description="log P(whole expected) - log P(whole wrong), when wrong is given.")
-
-
-class EvalRow(BaseModel):
-    index: int
-    kind: str
-    prompt: str
-    expected: str = Field(description="The expected answer's scored (first) token.")
-    wrong: str | None = Field(description="The wrong answer's scored token, if any.")
-    note: str | None = Field(None, description="Multi-token or missing-space answers.")
-    before: EvalSide
-    after: EvalSide
-
-    @property
-    def fixed(self) -> bool:
-        """Wrong before, right after."""
-        return self.after.correct and not self.before.correct
-
-    @property
-    def broken(self) -> bool:
-        """Right before, wrong after (a side effect)."""
-        return self.before.correct and not self.after.correct
-
-    @property
-    def delta_p_expected(self) -> float:
-        return self.after.p_expected - self.before.p_expected
-
-
-def _score(
-    lm: LoadedModel, items: Sequence[EvalItem], style: PromptSpec, max_tokens: int | None
-) -> list[tuple[EvalSide, str, str | None, str | None]]:
-    """Each item's side scored on `lm`: (side, expected token, wrong token, note)."""
-    activate(lm)  # a LoRA overlay on, or off for its base
-    resolved = []
-    batch: list[list[int]] = []
-    for i, item in enumerate(items):
-        exp = resolve_answer(lm.tokenizer, item.expected, field=f"eval_set[{i}].expected")
-        wrong = (resolve_answer(lm.tokenizer, item.wrong, field=f"eval_set[{i}].wrong")
-                 if item.wrong and item.wrong.strip() else None)
-        if wrong is not None and wrong.token_id == exp.token_id:
-            raise InputError(f"evaluation item {i + 1}: expected and wrong are the same token "
-                             f"{exp.token_text!r}", field=f"eval_set[{i}].wrong")
-        spec = style.model_copy(update={"prompt": item.prompt})
-        batch.append(format_prompt(lm.tokenizer, spec, max_tokens).input_ids)
-        resolved.append((exp, wrong))
-    logits_rows: list[Any] = []
-    for start in range(0, len(batch), EVAL_BATCH):
-        logits_rows.extend(next_token_logits(lm, batch[start:start + EVAL_BATCH]))
-    pairs = [(ids, exp.token_ids) for ids, (exp, _) in zip(batch, resolved, strict=True)]
-    wrong_at = [i for i, (_, wrong) in enumerate(resolved) if wrong is not None]
-    pairs += [(batch[i], resolved[i][1].token_ids) for i in wrong_at]  # type: ignore[union-attr]
-    wholes = whole_answer_scores(lm, pairs, EVAL_BATCH)
-    whole_exp = wholes[:len(batch)]
-    whole_wrong = dict(zip(wrong_at, wholes[len(batch):], strict=True))
-    out = []
-    for i, (logits, (exp, wrong)) in enumerate(zip(logits_rows, resolved, strict=True)):
-        probs = logits.softmax(-1)
-        top = int(logits.argmax())
-        rank_e = rank_of(logits, exp.token_id)
-        m = None if wrong is None else float(logits[exp.token_id] - logits[wrong.token_id])
-        side = EvalSide(
-            p_expected=float(probs[exp.token_id]),
-            rank_expected=rank_e,
-            p_wrong=None if wrong is None else float(probs[wrong.token_id]),
-            rank_wrong=None if wrong is None else rank_of(logits, wrong.token_id),
-            m=m,
-            top1=token_text(lm.tokenizer, top),
-            top1_prob=float(probs[top]),
-            # With a wrong answer: does the expected one beat it (the seeds' criterion,
-            # "Top Answer: Ald" over "Ren")? Without: is it the top-1?
-            correct=(m > 0) if m is not None else rank_e == 1,
-            whole_p_expected=whole_exp[i].prob,
-            whole_p_wrong=whole_wrong[i].prob if i in whole_wrong else None,
-            whole_m=(whole_exp[i].logprob - whole_wrong[i].logprob) if i in whole_wrong
-            else None,
-        )
-        notes = [a.note for a in (exp, wrong) if a is not None and a.note]
-        out.append((side, exp.token_text, None if wrong is None else wrong.token_text,
-                    "; ".join(notes) or None))
-    return out
-
-
-def evaluate_prompts(
-    before: LoadedModel,
-    after: LoadedModel,
-    items: Sequence[EvalItem],
-    *,
-    style: PromptSpec | None = None,
-    max_tokens: int | None = None,
-) -> list[EvalRow]:
-    """Score every item on both models. Each item's prompt is formatted like `style` (its
-    chat template, system prompt and answer prefix; typically the target's); without a
-    style, as a raw prompt."""
-    if before is after:
-        raise InputError("before and after are the same model; pass the base model as "
-                         "'before' (a LoRA variant is an overlay on it)", field="before")
-    if not items:
-        return []
-    style = style or PromptSpec(prompt="-")
-    scored_before = _score(before, items, style, max_tokens)
-    scored_after = _score(after, items, style, max_tokens)
-    rows = []
-    for i, (item, b, a) in enumerate(zip(items, scored_before, scored_after, strict=True)):
-        rows.append(EvalRow(index=i, kind=item.kind, prompt=item.prompt, expected=a[1],
-                            wrong=a[2], note=a[3], before=b[0], after=a[0]))
-    return rows
+# Before/after scores live in the one evaluation core (analysis.evaluation); these names
+# stay for callers that knew them here.
+EvalRow = ItemResult
+evaluate_prompts = evaluate_items
 
 
 # --------------------------------------------------------------------------------------
@@ -258,3 +135,60 @@ def degeneration_check(
         ))
     return DegenerationReport(model=lm.name, max_new_tokens=max_new_tokens,
                               threshold=threshold, items=items)
+
+
+# --------------------------------------------------------------------------------------
+# A job's whole evaluation, as stored on the job and read by its page and Experiments
+# --------------------------------------------------------------------------------------
+
+
+class CircuitVerdictRef(BaseModel):
+    """The circuit verdict of a job's variant on its target, computed once after the
+    evaluation; the whole comparison is stored as a comparison run (``comparison_id``)."""
+
+    verdict: Verdict | None = None
+    reasons: list[str] = Field(default_factory=list)
+    comparison_id: str | None = None
+    threshold: float | None = None
+    nodes_base: int | None = None
+    nodes_variant: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why there is no verdict, when there is none.")
+
+
+class JobEvaluation(BaseModel):
+    """Before (the base) vs after (the variant): every item by the evaluation core (the
+    target first, with its top-10), the outcome counts, the degeneration check on both,
+    and the circuit verdict."""
+
+    target_prompt: str | None = Field(None, description="The target, formatted as scored.")
+    target_format: str | None = None
+    items: list[ItemResult] = Field(default_factory=list)
+    summary: OutcomeCounts | None = None
+    degeneration_before: DegenerationReport | None = None
+    degeneration_after: DegenerationReport | None = None
+    circuit: CircuitVerdictRef | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    seconds: float | None = None
+
+    @property
+    def target(self) -> ItemResult | None:
+        return next((r for r in self.items if r.kind == "target"), None)
+
+    @property
+    def degeneration_worse(self) -> bool:
+        """Small base models loop too: what matters is whether the correction made it
+        worse."""
+        b, a = self.degeneration_before, self.degeneration_after
+        return b is not None and a is not None and a.n_degenerate > b.n_degenerate
+
+    @classmethod
+    def stored(cls, raw: dict[str, Any] | None) -> JobEvaluation | None:
+        """A job's stored evaluation, or None when it has none or was written by a
+        version before the evaluation core (its page says so)."""
+        if not raw:
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            return None

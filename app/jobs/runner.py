@@ -9,9 +9,10 @@ and talks to the world only through the app's database and the file system:
 3. trains (``analysis.correction.train``) with each optimizer step written as the job's
    progress + a ``job_metrics`` row + a heartbeat, and the cancel flag read from the
    database at most every ``cancel_poll_s`` (sooner when the worker was nudged);
-4. evaluates (state ``evaluating``; :mod:`app.jobs.evaluation`): the target before ->
-   after (top-k, P(A), P(B), m, first token and whole answer),
-   the evaluation set, and greedy generations checked for degeneration;
+4. evaluates (state ``evaluating``; :mod:`app.jobs.evaluation`): one typed
+   ``JobEvaluation`` - the target and the evaluation set by the evaluation core (scores,
+   top-1, outcome), greedy generations checked for degeneration, and the circuit verdict
+   on the target, its comparison stored as a comparison run;
 5. registers the variant (``variants`` row, files under ``<cache_dir>/variants/<name>/``)
    and ends succeeded, in one transaction.
 
@@ -33,7 +34,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +58,9 @@ from app.store.jobs import (
     this_host,
 )
 from app.store.tables import Job, Variant, make_engine
+
+if TYPE_CHECKING:  # the job's evaluation type; analysis.correction loads torch
+    from analysis.correction.evaluate import JobEvaluation
 
 VARIANTS_DIR = "variants"
 
@@ -335,10 +339,11 @@ def run_job(job_id: str, db_url: str, cache_dir: Path | str, data_dir: Path | st
                          progress=dict(last, **_progress("evaluating")))
         variant_spec = ModelSpec(name=variant_name, source="local", path=out_dir,
                                  kind=cfg.method, base=base_spec.name)
-        evaluation = evaluate_variant(cfg, base_spec, variant_spec, cache_dir, log,
-                                      control.checkpoint)
+        evaluation = evaluate_variant(
+            cfg, base_spec, variant_spec, cache_dir, log, control.checkpoint,
+            save_comparison=_comparison_saver(sessions, base_spec.name, variant_name))
         _free()  # the models evaluate_variant loaded, before the worker takes another job
-        evaluation["train"] = result.model_dump(mode="json", exclude={"out_dir"})
+        evaluation.train = result.model_dump(mode="json", exclude={"out_dir"})
         control.checkpoint()
         _finish(store, job_id, cfg, base_spec, variant_name, result, evaluation,
                 dict(last, **_progress("done")))
@@ -368,8 +373,25 @@ def _run_index(job: Job, store: JobStore, sessions: sessionmaker[Session],
         raise
 
 
+def _comparison_saver(sessions: Any, base: str, variant: str) -> Any:
+    """Stores the job's circuit comparison as a comparison run (Compare reopens it)."""
+
+    def save(result: Any, req: Any) -> str:
+        from app.schemas import CompareBody
+        from app.services.compare import save_comparison
+        from app.store.runs import RunStore
+
+        c = req.circuit
+        body = CompareBody(base=base, variant=variant, answer_a=c.answer_a,
+                           answer_b=c.answer_b, prompt_set=req.prompt_set,
+                           **c.prompt.model_dump(), **c.settings.model_dump())
+        return save_comparison(result, body, req, RunStore(sessions)).id
+
+    return save
+
+
 def _finish(store: JobStore, job_id: str, cfg: Any, base_spec: ModelSpec, name: str,
-            result: Any, evaluation: dict[str, Any],
+            result: Any, evaluation: JobEvaluation,
             progress: dict[str, Any]) -> None:
     """Register the variant and end the job succeeded, atomically: a variant row never
     exists for a job that did not succeed, nor the other way round."""
@@ -381,7 +403,8 @@ def _finish(store: JobStore, job_id: str, cfg: Any, base_spec: ModelSpec, name: 
         "metrics": {k: getattr(result, k) for k in
                     ("steps", "epochs", "learning_rate", "train_loss", "final_loss",
                      "train_seconds", "total_seconds")},
-        "evaluation_summary": evaluation.get("summary", {}),
+        "evaluation_summary": (evaluation.summary.model_dump(mode="json")
+                               if evaluation.summary else {}),
     }
     with store.sessions.begin() as s:
         job = s.scalar(select(Job).where(Job.id == job_id).with_for_update())
@@ -392,7 +415,7 @@ def _finish(store: JobStore, job_id: str, cfg: Any, base_spec: ModelSpec, name: 
                       job_id=job_id, meta=json_safe(meta)))
         job.state = SUCCEEDED
         job.finished_at = datetime.now(UTC)
-        job.evaluation = json_safe(evaluation)
+        job.evaluation = json_safe(evaluation.model_dump(mode="json"))
         job.progress = json_safe(progress)
         job.result_path = relative
         job.error = None

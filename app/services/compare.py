@@ -25,7 +25,9 @@ from analysis.comparison import (
     check_pair,
     observe_base,
     observe_variant,
+    reference_cut,
     variant_weights_dir,
+    with_cut,
 )
 from analysis.errors import InputError, NotFound, UnknownModel
 from analysis.models import LoadedModel
@@ -74,8 +76,10 @@ def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
     check_pair(body.base, body.variant, variant_spec.kind, variant_spec.base, base_spec.kind)
     # Two registered models that are not base and variant (say, two fine-tunes of one
     # base) are allowed when they share an architecture: phase 2 checks the signature.
-    req = compare_request(body)
     limits = settings.circuit_limits
+    # Phase 0 on the base: one absolute threshold for both graphs (like for like).
+    req = compare_request(body)
+    req = with_cut(req, manager.run_sync(body.base, lambda lm: reference_cut(lm, req, limits)))
 
     def variant_phase(lm: LoadedModel) -> tuple[Any, LoadedModel, Any]:
         obs = observe_variant(lm, req, limits)
@@ -114,7 +118,12 @@ def load_comparison(run: Run, runs: RunStore) -> ComparisonResult:
     """A stored comparison with both circuits attached again."""
     if run.kind != "comparison":
         raise InputError(f"run {run.id!r} is not a comparison", field="run_id")
-    result = ComparisonResult.model_validate(run.result)
+    try:
+        result = ComparisonResult.model_validate(run.result)
+    except ValidationError as exc:
+        raise InputError(f"comparison {run.id!r} was stored by an older version of "
+                         "circuitlab (before the one evaluation core); run it again from "
+                         "the Compare form", field="run_id") from exc
     for side, key in (("base_circuit", "base_run"), ("tuned_circuit", "tuned_run")):
         stored = runs.get(run.params.get(key, ""))
         if stored is not None:

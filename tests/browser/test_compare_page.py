@@ -50,7 +50,7 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
     assert re.search(r"/compare/\w+$", page.url)
 
     verdict = page.locator("#verdict .v").inner_text().strip().lower()
-    assert verdict in ("correction", "compensation", "no change", "made worse")
+    assert verdict in ("pathway removed", "compensated", "no change", "made worse")
     assert page.locator("#verdict li").count() >= 1
     # The summary's P(A) change is what the JSON API predicts for the two models.
     body = {"prompt": SEED_PROMPT, "answers": [" aldosterone", " renin"]}

@@ -95,17 +95,19 @@ def test_short_full_fine_tune_on_chat_formatted_texts(embedded_lm, v4_full_varia
         assert abs(m_after - m_before) > 0.01  # four steps at 2e-5 changed the model
 
         # The evaluation scores what an independent prediction of each model says, first
-        # token and whole answer, and calls the target fixed exactly when m crossed zero.
+        # token and whole answer; corrected means the expected answer became the top-1.
         rows = evaluate_prompts(embedded_lm, tuned, cfg.eval_items(), style=spec)
         target = rows[0]
         assert target.kind == "target"
         for side, p in ((target.before, before), (target.after, after)):
-            assert side.p_expected == pytest.approx(p.answers[0].prob, rel=1e-3, abs=1e-6)
+            assert side.expected.prob == pytest.approx(p.answers[0].prob, rel=1e-3,
+                                                       abs=1e-6)
             assert side.m == pytest.approx(p.answers[0].logit - p.answers[1].logit, abs=1e-3)
-            assert side.whole_p_expected == pytest.approx(p.answers[0].whole.prob, rel=1e-3)
+            assert side.expected.whole.prob == pytest.approx(p.answers[0].whole.prob, rel=1e-3)
             assert side.whole_m == pytest.approx(
                 p.answers[0].whole.logprob - p.answers[1].whole.logprob, abs=1e-3)
-        assert target.fixed == (m_before <= 0 < m_after)
+        corrected = after.top[0].token_id == after.answers[0].answer.token_id
+        assert (target.outcome == "corrected") == (corrected and not target.before.correct)
 
     report = degeneration_check(tuned, ["Aldosterone is"], max_new_tokens=16)
     assert not report.items[0].empty
@@ -126,7 +128,8 @@ def test_compare_in_the_seeds_chat_format(embedded_lm, v4_full_variant, tmp_path
         p = predict(lm, CHAT, [" aldosterone", " renin"])
         assert side.m == pytest.approx(p.answers[0].logit - p.answers[1].logit, abs=1e-3)
     target = result.prompts[0]
-    assert target.kind == "target" and target.tuned.whole_p_expected is not None
+    assert target.kind == "target" and target.after.expected.whole is not None
+    assert result.base.threshold == result.tuned.threshold  # one cut, the base's
     assert result.base_circuit is not None and result.base_circuit.prompt == format_prompt(
         embedded_lm.tokenizer, CHAT).text
     if result.tuned.m < result.base.m:

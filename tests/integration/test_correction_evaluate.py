@@ -10,14 +10,13 @@ import pytest
 from analysis.answers import resolve_answer
 from analysis.correction.config import EvalItem, TrainingConfig
 from analysis.correction.evaluate import (
-    EvalRow,
-    EvalSide,
     degeneration_check,
     evaluate_prompts,
     repetition_rate,
 )
 from analysis.correction.train import train
 from analysis.errors import InputError, LimitExceeded
+from analysis.evaluation import Scored
 from analysis.models import LoadedModel, ModelSpec, activate, load_lora_variant, load_model
 from analysis.predict import predict
 from analysis.prompts import PromptSpec
@@ -63,19 +62,20 @@ def lora_pair(tiny_dirs, tmp_path_factory) -> tuple[LoadedModel, LoadedModel]:  
     return base, variant
 
 
-def _check_side(side: EvalSide, lm: LoadedModel, item: EvalItem) -> None:
+def _check_side(side: Scored, lm: LoadedModel, item: EvalItem) -> None:
     answers = [item.expected] + ([item.wrong] if item.wrong else [])
     ref = predict(lm, PromptSpec(prompt=item.prompt), answers, top_k=1)
-    assert side.p_expected == pytest.approx(ref.answers[0].prob, rel=1e-4)
-    assert side.rank_expected == ref.answers[0].rank
-    assert side.top1 == ref.top[0].text
+    assert side.expected.prob == pytest.approx(ref.answers[0].prob, rel=1e-4)
+    assert side.expected.rank == ref.answers[0].rank
+    assert side.top1.text == ref.top[0].text
+    # Correct is the one rule: the expected first token is the top-1 (not merely m > 0).
+    assert side.correct == (side.expected.rank == 1)
     if item.wrong:
-        assert side.p_wrong == pytest.approx(ref.answers[1].prob, rel=1e-4)
+        assert side.wrong is not None
+        assert side.wrong.prob == pytest.approx(ref.answers[1].prob, rel=1e-4)
         assert side.m == pytest.approx(ref.answers[0].logit - ref.answers[1].logit, abs=1e-4)
-        assert side.correct == (side.m > 0)
     else:
-        assert side.p_wrong is None and side.m is None
-        assert side.correct == (side.rank_expected == 1)
+        assert side.wrong is None and side.m is None
 
 
 def test_rows_score_both_models(tiny_lms, full_variant) -> None:  # type: ignore[no-untyped-def]
@@ -88,10 +88,12 @@ def test_rows_score_both_models(tiny_lms, full_variant) -> None:  # type: ignore
         _check_side(row.after, full_variant, item)
         # Scored by the first token; the note says when that is not the whole answer.
         first = resolve_answer(base.tokenizer, item.expected)
-        assert row.expected == first.token_text
+        assert row.expected == item.expected
+        assert row.after.expected.answer.token_text == first.token_text
         assert (row.note is not None) == (first.note is not None)
-        assert row.delta_p_expected == pytest.approx(row.after.p_expected - row.before.p_expected)
-    assert rows[0].after.p_expected != pytest.approx(rows[0].before.p_expected, rel=1e-3)
+        assert row.delta_p_expected == pytest.approx(row.after.expected.prob
+                                                     - row.before.expected.prob)
+    assert rows[0].after.expected.prob != pytest.approx(rows[0].before.expected.prob, rel=1e-3)
 
 
 def test_a_lora_overlay_is_scored_off_and_on_over_one_copy_of_its_base(tiny_lms, lora_pair) -> None:  # type: ignore[no-untyped-def]
@@ -137,7 +139,7 @@ def test_style_formats_every_item(tiny_lms, full_variant) -> None:  # type: igno
     rows = evaluate_prompts(tiny_lms["llama"], full_variant, ITEMS[:1], style=style)
     ref = predict(tiny_lms["llama"], style.model_copy(update={"prompt": SEED_PROMPT}),
                   [" aldosterone"], top_k=1)
-    assert rows[0].before.p_expected == pytest.approx(ref.answers[0].prob, rel=1e-4)
+    assert rows[0].before.expected.prob == pytest.approx(ref.answers[0].prob, rel=1e-4)
 
 
 def test_bad_items_name_their_field(tiny_lms) -> None:  # type: ignore[no-untyped-def]
@@ -146,20 +148,6 @@ def test_bad_items_name_their_field(tiny_lms) -> None:  # type: ignore[no-untype
         evaluate_prompts(tiny_lms["llama"], tiny_lms["gemma3"], bad)
     assert info.value.field == "eval_set[1].wrong"
     assert evaluate_prompts(tiny_lms["llama"], tiny_lms["gemma3"], []) == []
-
-
-def _side(correct: bool) -> EvalSide:
-    return EvalSide(p_expected=0.1, rank_expected=2, p_wrong=None, rank_wrong=None, m=None,
-                    top1=" x", top1_prob=0.2, correct=correct)
-
-
-@pytest.mark.parametrize(("before", "after", "fixed", "broken"),
-                         [(False, True, True, False), (True, False, False, True),
-                          (True, True, False, False), (False, False, False, False)])
-def test_fixed_and_broken(before: bool, after: bool, fixed: bool, broken: bool) -> None:
-    row = EvalRow(index=0, kind="target", prompt="p", expected=" a", wrong=None,
-                  before=_side(before), after=_side(after))
-    assert (row.fixed, row.broken) == (fixed, broken)
 
 
 def test_repetition_rate() -> None:

@@ -68,7 +68,15 @@ def test_text_check_flags_renin_texts_and_passes_v4(client: TestClient) -> None:
 def test_preview_shows_both_settings(client: TestClient) -> None:
     r = client.post("/jobs/preview", data=FORM)
     assert r.status_code == 200, r.text
-    assert 'id="preview-table"' in r.text and "texts as context" in r.text
+    assert 'id="preview-table"' in r.text
+    # Alone, all texts together, and each text alone (two texts in the form).
+    for label in ("prompt alone", "all texts", "text 1", "text 2"):
+        assert f'data-label="{label}"' in r.text
+    flagged = client.post("/jobs/preview", data={**FORM, "texts": [V4_TEXTS[0],
+                                                                   RENIN_TEXTS[0]]})
+    assert flagged.status_code == 200, flagged.text
+    assert re.search(r'class="preview-side flagged" data-label="text 2"', flagged.text)
+    assert 'data-label="unflagged texts"' in flagged.text
 
 
 def test_yaml_import_fills_the_form(client: TestClient) -> None:
@@ -113,6 +121,14 @@ def test_a_job_from_the_form_trains_evaluates_and_opens_in_compare(
     status = client.get(f"/jobs/{job_id}/status")
     assert status.status_code == 286  # tells htmx to stop polling
     assert 'id="eval-target"' in status.text and 'id="eval-items"' in status.text
+    # One outcome word for the target, its rule stated, and the circuit verdict linked.
+    outcome = re.search(r'id="eval-target-outcome".*?class="outcome outcome-[^"]*"[^>]*>'
+                        r'([^<]+)<', status.text, re.S)
+    assert outcome, status.text
+    assert "Corrected = the expected answer" in status.text
+    verdict = re.search(r'id="eval-comparison" href="(/compare/[^"]+)"', status.text)
+    assert verdict and 'id="eval-verdict"' in status.text, status.text
+    assert client.get(verdict.group(1)).status_code == 200
     link = re.search(r'id="open-compare" href="([^"]+)"', status.text)
     assert link, status.text
     compare_form = client.get(link.group(1).replace("&amp;", "&"))
@@ -128,6 +144,8 @@ def test_a_job_from_the_form_trains_evaluates_and_opens_in_compare(
     table = client.get(f"/experiments?target={job['target_key']}")
     assert table.status_code == 200 and "tiny-v4" in table.text
     assert table.text.count('<tr class="state-') == 1
+    assert f">{outcome.group(1)}<" in table.text  # the same word as the job page
+    assert f'href="{verdict.group(1)}"' in table.text  # the verdict, linked
     rerun = client.get(f"/jobs?rerun={job_id}")
     assert rerun.text.count('name="texts"') == 2
     # Deleting the finished job removes it; a second delete is a 404.

@@ -79,9 +79,9 @@ def test_a_ray_job_reaches_the_local_workers_result(
     local_losses = [m.loss for m in local.metrics(on_local.id)]
     assert ray_losses == pytest.approx(local_losses, rel=1e-4)
     assert on_ray.progress["loss"] == pytest.approx(on_local.progress["loss"], rel=1e-4)
-    ray_target = on_ray.evaluation["target"]["after"]["a"]["prob"]
-    assert ray_target == pytest.approx(on_local.evaluation["target"]["after"]["a"]["prob"],
-                                       rel=1e-3)
+    ray_target = on_ray.evaluation["items"][0]["after"]["expected"]["prob"]
+    local_target = on_local.evaluation["items"][0]["after"]["expected"]["prob"]
+    assert ray_target == pytest.approx(local_target, rel=1e-3)
     assert variant_row(ray_queue, on_ray.id) is not None
 
 

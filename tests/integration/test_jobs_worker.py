@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from analysis.correction.config import CorrectionTarget, EvalItem, TrainingConfig
+from analysis.correction.evaluate import JobEvaluation
 from analysis.models import ModelSpec, load_model
 from app.jobs import JobQueue, JobSettings
 from app.jobs.settings import WorkerConfig
@@ -123,19 +124,27 @@ def check_succeeded(queue: JobQueue, job_id: str, cfg: TrainingConfig) -> Job:
     meta = json.loads((out / "circuitlab.json").read_text())
     assert meta["base_model"] == "tiny-llama" and meta["config"]["name"] == cfg.name
     assert meta["metrics"]["steps"] == total
-    ev = job.evaluation
-    for side in ("before", "after"):
-        assert len(ev["target"][side]["top"]) == 10
-        assert 0 < ev["target"][side]["a"]["prob"] < 1
-        assert ev["target"][side]["b"]["answer"] == " renin"
-    assert ev["target"]["after"] != ev["target"]["before"]  # training moved the target
-    assert [i["kind"] for i in ev["items"]] == ["target", "side_effect"]
-    assert ev["summary"]["n_items"] == 2
-    assert len(ev["degeneration"]["after"]["items"]) == 2
-    assert ev["train"]["steps"] == total
+    ev = JobEvaluation.model_validate(job.evaluation)  # the one typed record
+    target = ev.target
+    assert target is not None
+    for side in (target.before, target.after):
+        assert len(side.top) == 10
+        assert 0 < side.expected.prob < 1
+        assert side.wrong is not None and side.wrong.answer.answer == " renin"
+    assert target.after != target.before  # training moved the target
+    assert [i.kind for i in ev.items] == ["target", "side_effect"]
+    assert ev.summary is not None and ev.summary.n_items == 2
+    assert ev.summary.target == target.outcome
+    assert ev.degeneration_after is not None and len(ev.degeneration_after.items) == 2
+    assert ev.train["steps"] == total
+    # The circuit verdict, computed once after the evaluation and stored as a comparison.
+    assert ev.circuit is not None and ev.circuit.error is None, ev.circuit
+    assert ev.circuit.verdict is not None and ev.circuit.comparison_id
+    assert ev.circuit.threshold is not None and ev.circuit.threshold > 0
     log = "\n".join(queue.log_tail(job_id, 10_000))
     assert f"step 1/{total}" in log and f"step {total}/{total}" in log
     assert "evaluation: the target prompt" in log and "succeeded" in log
+    assert "evaluation: circuit verdict" in log
     return job
 
 
@@ -156,8 +165,8 @@ def test_a_full_job_succeeds_and_its_variant_loads(queue: JobQueue) -> None:
                zip(tuned.model.parameters(), base.model.parameters(), strict=True))
     # The stored evaluation is what the reloaded variant computes.
     p = predict(tuned, PromptSpec(prompt=PROMPT), [" aldosterone", " renin"])
-    assert p.answers[0].prob == pytest.approx(job.evaluation["target"]["after"]["a"]["prob"],
-                                              rel=1e-4)
+    after = job.evaluation["items"][0]["after"]["expected"]["prob"]
+    assert p.answers[0].prob == pytest.approx(after, rel=1e-4)
 
 
 def test_a_lora_job_succeeds_and_reloads_as_an_adapter(queue: JobQueue) -> None:
@@ -173,10 +182,11 @@ def test_a_lora_job_succeeds_and_reloads_as_an_adapter(queue: JobQueue) -> None:
     from analysis.predict import predict
     from analysis.prompts import PromptSpec
 
-    want = job.evaluation["target"]["after"]["a"]["prob"]
+    want = job.evaluation["items"][0]["after"]["expected"]["prob"]
     base = load_model(queue.specs[0], queue.cache_dir)
     before = predict(base, PromptSpec(prompt=PROMPT), [" aldosterone"]).answers[0].prob
-    assert before == pytest.approx(job.evaluation["target"]["before"]["a"]["prob"], rel=1e-4)
+    assert before == pytest.approx(job.evaluation["items"][0]["before"]["expected"]["prob"],
+                                   rel=1e-4)
     # The app's own path: the variant store's spec, loaded as an overlay over its base.
     spec = next(s for s in VariantStore(queue.sessions, queue.cache_dir).specs()
                 if s.name == "fix-lora")

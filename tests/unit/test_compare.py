@@ -35,7 +35,7 @@ def test_categories(base: float, tuned: float, expected: str | None) -> None:
 def test_correction_when_the_wrong_way_driver_loses_its_pull() -> None:
     c = compare_influences(-1.0, 0.6, {(31, 589): -1.2, (20, 7): 0.3},
                            {(31, 589): -0.05, (20, 7): 0.35})
-    assert c.verdict == "correction"
+    assert c.verdict == "pathway removed"
     assert {n.name: n.category for n in c.neurons}["L31/N589"] == "gone"
     assert any("L31/N589" in r for r in c.reasons)
 
@@ -44,7 +44,7 @@ def test_compensation_when_the_driver_stays_and_new_ones_outweigh_it() -> None:
     # The seeds' L31/N589 -2.61 -> -2.50 with the influence sum turning positive.
     c = compare_influences(-0.32, 1.11, {(31, 589): -2.61, (30, 12): 0.4},
                            {(31, 589): -2.50, (30, 12): 0.5, (29, 3): 3.0})
-    assert c.verdict == "compensation"
+    assert c.verdict == "compensated"
     cats = {n.name: n.category for n in c.neurons}
     assert cats == {"L31/N589": "persistent", "L30/N12": "persistent", "L29/N3": "new"}
     assert c.influence_sum_base == pytest.approx(-2.21)

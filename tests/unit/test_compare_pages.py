@@ -92,7 +92,7 @@ def test_api_compares_a_full_variant(client: TestClient) -> None:
     assert [p["layer"] for p in result["patching"]] == [0, 1, 2, 3]
     assert result["patching"][0]["mlp_share"] == pytest.approx(0.0, abs=1e-4)
     assert result["patching"][1]["mlp_share"] == pytest.approx(1.0, abs=1e-4)
-    assert result["comparison"]["verdict"] in ("correction", "compensation", "no change",
+    assert result["comparison"]["verdict"] in ("pathway removed", "compensated", "no change",
                                                "made worse")
     assert result["comparison"]["reasons"]
     assert result["base"]["m"] != result["tuned"]["m"]

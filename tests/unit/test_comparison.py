@@ -110,7 +110,7 @@ def test_an_edited_neuron_is_found_by_category_weights_and_patching(
     assert result.tuned.m != pytest.approx(result.base.m)
     assert [r.kind for r in result.prompts] == ["target", "side_effect"]
     assert result.comparison.reasons and result.comparison.verdict in (
-        "correction", "compensation", "no change", "made worse")
+        "pathway removed", "compensated", "no change", "made worse")
 
 
 def _boosting_adapter(base: LoadedModel, driver: int, directory: Path,
@@ -179,7 +179,7 @@ def test_lora_comparison_points_at_the_boosted_neuron(
     shares = {p.layer: p for p in result.patching}
     assert shares[LAYER].mlp_share == pytest.approx(1.0, abs=1e-4)
     assert shares[0].mlp_share == pytest.approx(0.0, abs=1e-4)
-    assert result.comparison.verdict in ("correction", "compensation")
+    assert result.comparison.verdict in ("pathway removed", "compensated")
 
 
 def test_pairs_that_cannot_be_compared_are_refused(
@@ -198,3 +198,40 @@ def test_pairs_that_cannot_be_compared_are_refused(
                      base="tiny-llama", device="cpu")
     with pytest.raises(InputError, match="another base"):
         activate(load_lora_variant(spec, small, tmp_path))
+
+
+def test_both_graphs_are_cut_at_the_base_threshold_and_a_binding_cap_is_said(
+        base: LoadedModel, driver: int, driver_sign: float, tmp_path: Path) -> None:
+    adapter_dir = _boosting_adapter(base, driver, tmp_path / "boost", driver_sign)
+    spec = ModelSpec(name="tiny4-boost", source="local", path=adapter_dir, kind="lora",
+                     base="tiny4", device="cpu")
+    variant = load_lora_variant(spec, base, tmp_path)
+    tau = 0.05
+    result = compare_loaded(base, variant, _request(settings={"tau": tau, "edges": False}))
+    cut = tau * abs(result.base.m)
+    assert result.tuned.m != pytest.approx(result.base.m, abs=1e-3)
+    # One absolute cut, the base's, on both sides - not tau x each side's own |m|.
+    assert result.base.threshold == pytest.approx(cut, rel=1e-4)
+    assert result.tuned.threshold == result.base.threshold
+    assert result.same_threshold
+    for circuit in (result.base_circuit, result.tuned_circuit):
+        assert circuit is not None and circuit.nodes
+        assert min(abs(n.influence) for n in circuit.nodes) >= result.base.threshold
+    assert result.base.n_above_threshold == result.base.n_nodes  # no cap bound
+    assert not result.warnings and "same cut on both sides" in result.summary()
+
+    capped = compare_loaded(base, variant, _request(settings={"tau": tau, "edges": False,
+                                                              "max_nodes": 3}))
+    assert capped.base.n_nodes == 3 and capped.base.n_above_threshold > 3
+    assert any("max_nodes=3 bound" in w for w in capped.warnings)
+    assert "WARNING: tiny4: max_nodes=3 bound" in capped.summary()
+
+
+def test_the_verdict_says_which_set_it_counts_and_how_many_the_graph_draws() -> None:
+    from analysis.comparison import compare_influences
+
+    c = compare_influences(-1.0, 0.6, {(31, 589): -1.2, (20, 7): -0.3},
+                           {(31, 589): -0.05, (20, 7): -0.02}, shown={(31, 589)})
+    reason = next(r for r in c.reasons if "main driver" in r)
+    assert "2 main driver(s)" in reason and "over all neurons" in reason
+    assert "1 of them are drawn in the base graph" in reason

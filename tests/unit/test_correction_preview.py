@@ -9,7 +9,7 @@ import pytest
 
 from analysis.correction.preview import context_prompt, in_context_preview
 from analysis.errors import InputError, LimitExceeded
-from analysis.predict import predict
+from analysis.predict import Limits, predict
 from analysis.prompts import PromptSpec
 from tests.seed_texts import SEED_PROMPT, V4_TEXTS
 
@@ -83,3 +83,29 @@ def test_bad_inputs_are_input_errors(tiny_lms) -> None:  # type: ignore[no-untyp
     with pytest.raises(InputError) as info:
         in_context_preview(lm, RAW, " renin", " renin", V4_TEXTS[:1])
     assert info.value.field == "answer_b"
+
+
+def test_each_text_alone_all_together_and_the_flagged_ones_marked(tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    from tests.seed_texts import RENIN_TEXTS
+
+    lm = tiny_lms["llama"]
+    texts = [V4_TEXTS[0], RENIN_TEXTS[0], "  ", V4_TEXTS[1]]
+    p = in_context_preview(lm, RAW, " aldosterone", " renin", texts)
+    # Numbered as the user typed them (the blank third text is skipped, not renumbered).
+    assert [s.label for s in p.per_text] == ["text 1", "text 2", "text 4"]
+    assert list(p.flags) == [2] and "mentions_wrong" in p.flags[2]
+    assert p.in_context.texts == [1, 2, 4] and p.in_context.flagged == [2]
+    assert [s.flagged for s in p.per_text] == [[], [2], []]
+    assert p.unflagged is not None and p.unflagged.texts == [1, 4]
+    # Each side is exactly the prompt with those texts before it, as predict scores it.
+    for side in [*p.per_text, p.unflagged]:
+        ref = predict(lm, context_prompt(RAW, [texts[n - 1] for n in side.texts]),
+                      [" aldosterone", " renin"], top_k=5,
+                      limits=Limits(max_prompt_tokens=4096))
+        assert side.prob_a == pytest.approx(ref.answers[0].prob, rel=1e-4)
+        assert side.m == pytest.approx(ref.answers[0].logit - ref.answers[1].logit, abs=1e-4)
+        assert side.n_tokens == len(ref.prompt.input_ids)
+        assert p.delta(side) == pytest.approx(side.m - p.alone.m)
+    # One text alone: no per-text rows, nothing flagged, no unflagged row.
+    one = in_context_preview(lm, RAW, " aldosterone", " renin", V4_TEXTS[:1])
+    assert one.per_text == [] and one.unflagged is None and one.flags == {}

@@ -77,7 +77,8 @@ def test_screen_rows_follow_the_distribution(tiny_lms, skip: bool) -> None:  # t
     # Make the model's own top tokens "filler" so skipping is really exercised.
     base = _plain_last_logits(lm, PROMPTS[1]).softmax(-1).argsort(descending=True).tolist()
     filler = [lm.tokenizer.decode([t]) for t in base[:2]]
-    options = ScreenOptions(top_k=5, skip_filler=skip, filler_tokens=filler, batch_size=2)
+    options = ScreenOptions(top_k=5, skip_filler=skip, filler_rule="list", filler_tokens=filler,
+                            batch_size=2)
     answer_tok = lm.tokenizer.decode([base[3]])
     items = [ScreenItem(prompt=PROMPTS[1], answer=answer_tok),
              ScreenItem(prompt=PROMPTS[0], answer="Paris"),

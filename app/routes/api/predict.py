@@ -28,11 +28,12 @@ async def screen_route(body: ScreenRequest, manager: ManagerDep,
                        settings: SettingsDep) -> ScreenResult:
     settings.limits.check_batch(len(body.items))
     options = ScreenOptions(top_k=body.top_k, skip_filler=body.skip_filler,
-                            chat_template=body.chat_template,
+                            filler_rule=body.filler_rule, chat_template=body.chat_template,
                             system_prompt=body.system_prompt,
                             answer_prefix=body.answer_prefix)
-    if body.filler_tokens is not None:
+    if body.filler_tokens is not None:  # the user's own list overrides the model rule
         options.filler_tokens = body.filler_tokens
+        options.filler_rule = "list"
     return await manager.run(
         body.model or settings.default_model,
         lambda lm: screen(lm, body.items, options, settings.limits),

@@ -118,7 +118,8 @@ async def preview_page(request: Request, form: Annotated[JobForm, Form()],
     preview = await manager.run(
         cfg.base_model or "",
         lambda lm: in_context_preview(lm, target.prompt_spec(), target.answer_a,
-                                      target.answer_b, cfg.texts))
+                                      target.answer_b, cfg.texts,
+                                      topic_words=cfg.topic_words))
     return templates_of(request).TemplateResponse(
         request, "_preview.html", {"p": preview})
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 
 from analysis.errors import InputError, LimitExceeded
-from analysis.screening import ScreenOptions, parse_screen_json, screen
+from analysis.screening import FillerRule, ScreenOptions, parse_screen_json, screen
 from app.deps import ManagerDep, SettingsDep, templates_of
 from frontend.views import analyze_link
 
@@ -39,6 +39,7 @@ async def screen_run(
     model: Annotated[str, Form(max_length=64)] = "",
     top_k: Annotated[int, Form(ge=1, le=100)] = 5,
     skip_filler: Annotated[bool, Form()] = False,
+    filler_rule: Annotated[FillerRule, Form()] = "model",
     chat_template: Annotated[bool, Form()] = False,
     system_prompt: Annotated[str, Form(max_length=4000)] = "",
     answer_prefix: Annotated[str, Form(max_length=200)] = "",
@@ -63,7 +64,8 @@ async def screen_run(
         items = parse_screen_json(text)
     except InputError as exc:
         raise InputError(exc.message, field=field) from exc
-    options = ScreenOptions(top_k=top_k, skip_filler=skip_filler, chat_template=chat_template,
+    options = ScreenOptions(top_k=top_k, skip_filler=skip_filler, filler_rule=filler_rule,
+                            chat_template=chat_template,
                             system_prompt=system_prompt, answer_prefix=answer_prefix)
     name = model or settings.default_model
     result = await manager.run(name, lambda lm: screen(lm, items, options, settings.limits))
