@@ -1,0 +1,100 @@
+"""Neuron meaning through the app on the default embedded model: a corpus is uploaded,
+an index is built by the real job worker (same queue as corrections), then the seed
+prompt's run shows what its drivers respond to, concept candidates with topic words and a
+search hit - and asking for the same index again builds nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from analysis.neurons.corpus import default_corpus
+from app.jobs.settings import JobSettings
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import CACHE_DIR, SEED_PROMPT
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ("blood", "kidney", "hormone", "gland", "pressure", "enzyme")
+
+
+@pytest.fixture(scope="module")
+def app_client(embedded_lm: Any, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[TestClient]:
+    settings = Settings(cache_dir=CACHE_DIR, data_dir=tmp_path_factory.mktemp("meaning"),
+                        jobs=JobSettings(heartbeat_s=0.5, poll_s=0.2, workers=1))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _corpus_file(path: Path) -> bytes:
+    texts = [t for t in default_corpus().texts if any(w in t.lower() for w in TOPICS)]
+    return ("\n".join(texts[:160]) + "\n").encode()
+
+
+@pytest.fixture(scope="module")
+def index(app_client: TestClient, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    data = _corpus_file(tmp_path_factory.mktemp("corpus"))
+    up = app_client.post("/api/v1/corpora", files={"file": ("bio.txt", data)})
+    assert up.status_code == 200, up.text
+    assert up.json()["texts"] == 160
+    queued = app_client.post("/api/v1/indexes", json={"corpus": up.json()["key"]})
+    assert queued.status_code == 202, queued.text
+    row = queued.json()
+    assert row["state"] in ("queued", "building") and row["job_id"]
+    deadline = time.monotonic() + 600
+    while row["state"] != "ready":
+        assert row["state"] not in ("failed", "cancelled", "interrupted"), row
+        assert time.monotonic() < deadline, f"index not built in time: {row}"
+        time.sleep(1)
+        row = next(r for r in app_client.get("/api/v1/indexes").json()["indexes"]
+                   if r["id"] == row["id"])
+    row["corpus_key_upload"] = up.json()["key"]
+    return row
+
+
+def test_the_index_job_ran_in_the_shared_queue(app_client: TestClient, index: dict) -> None:
+    assert index["tokens_done"] == index["tokens_total"] > 1000
+    page = app_client.get(f"/indexes/jobs/{index['job_id']}")
+    assert page.status_code == 200 and "succeeded" in page.text and "tokens/s" in page.text
+    # The job page redirects index builds to their own page; corrections list skips them.
+    assert app_client.get(f"/jobs/{index['job_id']}", follow_redirects=False
+                          ).status_code == 303
+    assert all(j["id"] != index["job_id"] for j in app_client.get("/api/v1/jobs").json()["jobs"])
+    again = app_client.post("/api/v1/indexes", json={"corpus": index["corpus_key_upload"]})
+    assert again.status_code == 202
+    assert (again.json()["id"], again.json()["state"]) == (index["id"], "ready")
+
+
+def test_seed_run_reads_the_index(app_client: TestClient, index: dict) -> None:
+    run = app_client.post("/api/v1/attribute", json={
+        "prompt": SEED_PROMPT, "answer_a": " aldosterone", "answer_b": " renin",
+        "edges": True}).json()
+    result = run["result"]
+    drivers = sorted((n for n in result["neurons"] if n["influence"] < 0),
+                     key=lambda n: n["influence"])[:5]
+    for n in drivers:
+        got = app_client.get(f"/api/v1/neurons/{n['layer']}/{n['neuron']}").json()
+        meaning = got["meaning"]
+        assert meaning and meaning["index_id"] == index["id"]
+        assert len(meaning["exemplars"]) == 12 and meaning["description"]
+        assert meaning["description_source"] == "data"
+    panel = app_client.get("/neurons/meaning", params={
+        "model": result["model_name"], "layer": drivers[0]["layer"],
+        "neuron": drivers[0]["neuron"]})
+    assert panel.status_code == 200
+    assert panel.text.count("<mark") >= 12 and 'id="neuron-description"' in panel.text
+    concepts = app_client.get(f"/api/v1/runs/{run['run_id']}/concepts").json()
+    assert concepts["index_id"] == index["id"] and concepts["candidates"]
+    words = [w for c in concepts["candidates"] for w in c["topic_words"]]
+    assert words and not any("renin" in w or "aldosterone" in w for w in words)
+    html = app_client.get(f"/runs/{run['run_id']}/concepts").text
+    assert "Write texts on" in html and "/jobs?run=" in html
+    hits = app_client.get("/api/v1/neurons/search", params={"q": "kidney"}).json()["hits"]
+    assert hits and all("layer" in h and "example" in h for h in hits)
