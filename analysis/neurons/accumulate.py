@@ -14,6 +14,9 @@ class IndexState:
     """The running state of an index build, per layer. Top-k lists are kept ``[K, N]``
     (neurons last) so each batch merges with one ``topk`` along dim 0."""
 
+    # Above this many candidates per kept slot, one full topk beats gathering them.
+    full_topk_factor = 4.0
+
     def __init__(self, n_layers: int, n_neurons: int, k: int, sample_size: int) -> None:
         shape = (n_layers, n_neurons)
         self.k = k
@@ -62,28 +65,42 @@ class IndexState:
 
     def _merge(self, vals: torch.Tensor, idx: torch.Tensor, layer: int, acts: torch.Tensor,
                positions: torch.Tensor, best: torch.Tensor, negate: bool = False) -> None:
-        """Merge the batch into the layer's top-k. Only neurons whose best value in the
-        batch beats their current k-th enter the ``topk`` (after the first batches that
-        is a minority, and the full ``topk`` over ``[n, N]`` is the dearest pass)."""
-        need = best > vals[layer, -1]
-        if not bool(need.any()):
+        """Merge the batch into the layer's top-k (``negate``: of ``-acts``).
+
+        ``topk`` over the whole ``[n, N]`` block is the dearest pass, and after the first
+        batch almost every value is below its neuron's current k-th: only the values that
+        beat it are gathered (one comparison pass) and merged with the kept lists by a
+        small sort. The full ``topk`` runs only while the lists are still filling."""
+        kth = vals[layer, -1]
+        if not bool((best > kth).any()):
             return
-        cols = None if bool(need.all()) else need.nonzero()[:, 0]
-        block = acts if cols is None else acts.index_select(1, cols)
-        # The most negative values come from topk(largest=False), negated only once
-        # they are k rows: negating the whole block would cost one more pass.
-        v, rows = block.topk(min(self.k, block.shape[0]), dim=0, largest=not negate)
+        mask = acts < -kth if negate else acts > kth
+        n_cand = int(mask.sum())
+        if n_cand > acts.shape[1] * self.k * self.full_topk_factor:
+            v, rows = acts.topk(min(self.k, acts.shape[0]), dim=0, largest=not negate)
+            if negate:
+                v = v.neg()
+            keep_v, keep = torch.cat([vals[layer], v]).topk(self.k, dim=0)
+            idx[layer] = torch.cat([idx[layer], positions[rows]]).gather(0, keep)
+            vals[layer] = keep_v
+            return
+        rows, cols = mask.nonzero(as_tuple=True)
+        cand = acts[rows, cols]
         if negate:
-            v = v.neg()
-        old_v = vals[layer] if cols is None else vals[layer][:, cols]
-        old_i = idx[layer] if cols is None else idx[layer][:, cols]
-        keep_v, keep = torch.cat([old_v, v]).topk(self.k, dim=0)
-        keep_i = torch.cat([old_i, positions[rows]]).gather(0, keep)
-        if cols is None:
-            vals[layer], idx[layer] = keep_v, keep_i
-        else:
-            vals[layer][:, cols] = keep_v
-            idx[layer][:, cols] = keep_i
+            cand = cand.neg()
+        n_neurons = acts.shape[1]
+        all_cols = torch.cat([torch.arange(n_neurons).repeat(self.k), cols])
+        all_vals = torch.cat([vals[layer].reshape(-1), cand])
+        all_pos = torch.cat([idx[layer].reshape(-1), positions[rows]])
+        # Sort by neuron, then by value (descending); keep each neuron's first k.
+        by_value = torch.sort(all_vals, descending=True, stable=True).indices
+        order = by_value[torch.sort(all_cols[by_value], stable=True).indices]
+        counts = torch.bincount(all_cols, minlength=n_neurons)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(order)) - starts[all_cols[order]]
+        keep = order[rank < self.k]  # neuron-major, k per neuron
+        vals[layer] = all_vals[keep].reshape(n_neurons, self.k).t().contiguous()
+        idx[layer] = all_pos[keep].reshape(n_neurons, self.k).t().contiguous()
 
     # --- to and from disk ------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

@@ -252,6 +252,29 @@ def test_bad_neuron_is_a_clear_error(built: NeuronIndex) -> None:
         built.exemplars(0, 10_000)
 
 
+@pytest.mark.parametrize("factor", [0.0, 1e9])  # always the full topk / always candidates
+def test_streaming_top_k_paths_match_a_full_sort(factor: float) -> None:
+    from analysis.neurons.accumulate import IndexState
+
+    gen = torch.Generator().manual_seed(1)
+    state = IndexState(n_layers=1, n_neurons=8, k=5, sample_size=4)
+    state.full_topk_factor = factor
+    seen = []
+    for b in range(6):
+        acts = torch.randn(40, 8, generator=gen) * (1 + b)
+        positions = torch.arange(40) + 40 * b
+        empty = torch.zeros(0, dtype=torch.int64)
+        state.update(0, acts, positions, empty, empty, empty)
+        seen.append(acts)
+    every = torch.cat(seen)
+    top = torch.sort(every, dim=0, descending=True)
+    low = torch.sort(every, dim=0)
+    torch.testing.assert_close(state.top_val[0], top.values[:5])
+    assert torch.equal(state.top_idx[0], top.indices[:5])
+    torch.testing.assert_close(-state.neg_val[0], low.values[:5])
+    assert torch.equal(state.neg_idx[0], low.indices[:5])
+
+
 # --- corpora -----------------------------------------------------------------------------
 
 
