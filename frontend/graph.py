@@ -35,7 +35,7 @@ EDGE_NEG = "rgba(194, 65, 12, {a})"
 MAX_EDGES = 1200  # the most edges one view sends to the browser
 EDGES_PER_NODE = 6  # each node's strongest incoming and outgoing edges are always drawn
 MAX_SLOTS = 24.0  # widest column, in slots; a busier cell wraps onto sub-rows
-EMPTY_COLUMN = 0.6  # width of a position with no node
+EMPTY_COLUMN = 1.0  # width of a position with no node (room for its tick label)
 EMPTY_ROW = 0.4  # height of a layer with no node
 UNIT_PX = 20  # the pixels one slot gets in a static export (the page refits markers)
 WIDTH_BUCKETS = (0.75, 2.0, 4.0)  # line widths for weak / medium / strong edges
@@ -251,6 +251,9 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
     names[METRIC_NODE_ID] = "m"
 
     traces: list[dict[str, Any]] = []
+    slots: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
+    for x, y in [*xy.values(), logit_a_xy, logit_b_xy]:
+        slots[(math.floor(x), math.floor(y))].append((x, y))
     edges = view_edges(all_edges, cap=max_edges)
     strongest = max((abs(e.weight) for e in edges), default=0.0)
     buckets: dict[tuple[bool, int], tuple[list[float | None], list[float | None]]] = {}
@@ -272,11 +275,14 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         start = xy[edge.source]
         xs.extend([start[0], end[0], None])
         ys.extend([start[1], end[1], None])
-        mid_x.append(round((start[0] + end[0]) / 2, 4))
-        mid_y.append(round((start[1] + end[1]) / 2, 4))
+        hx, hy = hover_point(start, end, slots)
+        mid_x.append(hx)
+        mid_y.append(hy)
+        # source, target, weight, their names, and where a node->logit edge ends.
         mid_data.append([edge.source, edge.target, round(edge.weight, 5),
                          names.get(edge.source, edge.source),
-                         names.get(edge.target, edge.target)])
+                         names.get(edge.target, edge.target),
+                         list(end) if edge.target == METRIC_NODE_ID else None])
     for (positive, width), (xs, ys) in sorted(buckets.items()):
         alpha = (0.25, 0.45, 0.7)[width]
         traces.append({
@@ -286,10 +292,6 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
             "hoverinfo": "skip", "showlegend": False,
             "name": f"edges {'+' if positive else '-'} {width}",
         })
-    # Filled in by the page when a node is selected: its edges, drawn on top.
-    traces.append({"type": "scatter", "mode": "lines", "x": [], "y": [],
-                   "name": "selected edges", "hoverinfo": "skip", "showlegend": False,
-                   "line": {"width": 2.5, "color": "rgba(17, 24, 39, 0.85)"}})
 
     # The embedding row: one marker per input token.
     traces.append({
@@ -360,7 +362,10 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "showlegend": False,
     })
     layer_ticks = [lay.rows[i] for i in range(-1, n_layers + 1)]
-    layer_text = ["emb"] + [f"L{i}" for i in range(n_layers)] + ["logits"]
+    # A thin empty row keeps its tick only every fifth layer, so labels never collide.
+    busy = {n.layer for n in placed}
+    layer_text = (["emb"] + [f"L{i}" if i in busy or i % 5 == 0 else "" for i in range(n_layers)]
+                  + ["logits"])
     shown = len(mid_x)
     title = (f"{len(result.nodes)} nodes · {shown} edges"
              + (f" (of {len(all_edges)})" if shown < len(all_edges) else "")
@@ -373,7 +378,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "margin": {"l": 50, "r": 30, "t": 40, "b": 70},
         "xaxis": {"tickmode": "array", "tickvals": lay.centres,
                   "ticktext": [show_token(t.text) for t in result.tokens],
-                  "tickangle": -40, "automargin": True,
+                  "tickangle": -50, "automargin": True,
                   "range": [-1.0, lay.width + 1.0], "zeroline": False, "showgrid": False},
         "yaxis": {"tickmode": "array", "tickvals": layer_ticks, "ticktext": layer_text,
                   "automargin": True, "range": [-0.8, lay.height + 0.8],
@@ -383,6 +388,27 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "paper_bgcolor": "white", "dragmode": "pan",
     }
     return {"data": traces, "layout": layout}
+
+
+HOVER_AT = (0.5, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55, 0.35, 0.65, 0.25, 0.75)
+
+
+def hover_point(start: tuple[float, float], end: tuple[float, float],
+                slots: dict[tuple[int, int], list[tuple[float, float]]]
+                ) -> tuple[float, float]:
+    """Where an edge's hover marker sits: the point nearest its middle that is at least
+    half a unit from every node (``slots``: nodes bucketed by their floored (x, y);
+    markers are under a unit wide), so hovering or clicking a node never lands on an
+    edge's hover instead."""
+    for t in HOVER_AT:
+        x = start[0] + t * (end[0] - start[0])
+        y = start[1] + t * (end[1] - start[1])
+        fx, fy = math.floor(x), math.floor(y)
+        if all(math.hypot(x - px, y - py) >= 0.5
+               for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+               for px, py in slots.get((fx + dx, fy + dy), [])):
+            return round(x, 4), round(y, 4)
+    return round((start[0] + end[0]) / 2, 4), round((start[1] + end[1]) / 2, 4)
 
 
 def marker_px(rel: float, unit_px: float) -> float:

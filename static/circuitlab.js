@@ -34,7 +34,8 @@ function openNeuron(layer, neuron, position, run) {
   if (!id || !document.getElementById("panel")) return;
   const q = new URLSearchParams({ layer, neuron });
   if (position !== undefined && position !== null) q.set("position", position);
-  htmx.ajax("GET", `/runs/${id}/neuron?${q}`, { target: "#panel", swap: "innerHTML" });
+  htmx.ajax("GET", `/runs/${id}/neuron?${q}`,
+    { source: "#panel", target: "#panel", swap: "innerHTML" });
 }
 
 // Every <script type="application/json" class="plotly-figure" data-target=ID> becomes a
@@ -68,6 +69,8 @@ function fitMarkers(gd) {
   if (!L || !L.xaxis) return;
   const unit = Math.min(Math.abs(L.xaxis.l2p(1) - L.xaxis.l2p(0)),
     Math.abs(L.yaxis.l2p(1) - L.yaxis.l2p(0)));
+  if (Math.abs((gd._fittedUnit || 0) - unit) < 0.5) return;  // nothing to refit
+  gd._fittedUnit = unit;
   const biggest = Math.min(26, 0.9 * unit), smallest = Math.min(6, biggest);
   const idx = traceIndexes(gd, isNodeTrace);
   if (!idx.length) return;
@@ -79,7 +82,11 @@ function fitMarkers(gd) {
 function bindGraph(gd) {
   if (gd.dataset.bound) return;
   gd.dataset.bound = "1";
-  gd.on("plotly_relayout", () => fitMarkers(gd));  // zoom or resize: refit the markers
+  gd.on("plotly_relayout", (ev) => {  // zoom or resize: refit the markers
+    if (!ev || Object.keys(ev).some((k) => k.includes("axis") || k.startsWith("autosize")
+      || k === "width" || k === "height")) fitMarkers(gd);
+  });
+  gd.on("plotly_afterplot", () => paintSelection(gd));  // a redraw resets the styles
   gd.on("plotly_click", (ev) => {
     const point = ev.points && ev.points[0];
     if (!point || !isNodeTrace(point.data)) return;
@@ -92,11 +99,10 @@ function bindGraph(gd) {
       graph.multi = new Set([id]);
       graph.selected = id;
       graph.view = "paths";
-      openNeuron(layer, neuron, position);
-      loadPaths();
     }
     applySelection(gd);
     saveState();
+    if (!(ev.event && ev.event.shiftKey)) { openNeuron(layer, neuron, position); loadPaths(); }
   });
   if (gd.id === "graph-plot") {
     gd.on("plotly_selected", (ev) => {
@@ -114,8 +120,7 @@ const graph = { run: null, selected: null, multi: new Set(), view: null };
 
 function edgeData(gd) {
   const t = gd.data.find((d) => d.name === "edge hover");
-  return t ? t.x.map((x, i) => ({ src: t.customdata[i][0], dst: t.customdata[i][1],
-    mx: x, my: t.y[i] })) : [];
+  return t ? t.customdata.map((c) => ({ src: c[0], dst: c[1], end: c[5] })) : [];
 }
 
 function nodePoints(gd) {
@@ -126,42 +131,55 @@ function nodePoints(gd) {
   return at;
 }
 
-// Highlight the selected nodes, their neighbours and their edges; dim the rest.
+// Highlight the selected nodes, their neighbours and their edges; dim the rest. The
+// edges are layout shapes and the dimming is done on the SVG itself: both are cheap,
+// where restyling a 2,000-point figure costs a redraw.
 function applySelection(gd, path) {
   if (!gd || !gd.data) return;
   const at = nodePoints(gd);
   const chosen = new Set([...graph.multi].filter((id) => at.has(id)));
   if (graph.selected && !at.has(graph.selected)) graph.selected = null;
-  const xs = [], ys = [], near = new Set(chosen);
-  const pathSteps = path ? new Set(path.slice(0, -1).map((id, i) => `${id} ${path[i + 1]}`)) : null;
+  const near = new Set(chosen), shapes = [];
+  const steps = path ? new Set(path.slice(0, -1).map((id, i) => `${id} ${path[i + 1]}`)) : null;
   edgeData(gd).forEach((e) => {
-    const hit = pathSteps ? (pathSteps.has(`${e.src} ${e.dst}`)
+    const hit = steps ? (steps.has(`${e.src} ${e.dst}`)
       || (e.dst === "metric" && e.src === path[path.length - 1]))
       : (chosen.has(e.src) || chosen.has(e.dst));
-    if (!hit) return;
-    const start = at.get(e.src);
+    const start = hit && at.get(e.src);
     if (!start) return;
-    xs.push(start[0], 2 * e.mx - start[0], null);
-    ys.push(start[1], 2 * e.my - start[1], null);
+    const end = e.dst === "metric" ? e.end : at.get(e.dst);
+    if (!end) return;
+    shapes.push({ type: "line", layer: "below", x0: start[0], y0: start[1], x1: end[0],
+      y1: end[1], line: { width: 2.5, color: "rgba(17, 24, 39, 0.8)" } });
     near.add(e.src); near.add(e.dst);
   });
   if (path) path.forEach((id) => near.add(id));
-  const active = chosen.size > 0 || Boolean(path);
-  const nodeIdx = traceIndexes(gd, isNodeTrace);
-  const lineIdx = traceIndexes(gd, (t) => (t.name || "").startsWith("edges "));
-  const selIdx = traceIndexes(gd, (t) => t.name === "selected edges");
-  Plotly.restyle(gd, {
-    "marker.opacity": nodeIdx.map((i) => gd.data[i].customdata.map(
-      (c) => (!active || near.has(c[0]) ? 1 : 0.18))),
-    "marker.line.width": nodeIdx.map((i) => gd.data[i].customdata.map(
-      (c) => (chosen.has(c[0]) ? 3 : 1))),
-    "marker.line.color": nodeIdx.map((i) => gd.data[i].customdata.map(
-      (c) => (chosen.has(c[0]) ? "#111827" : "white"))),
-  }, nodeIdx);
-  if (lineIdx.length) Plotly.restyle(gd, { opacity: active ? 0.12 : 1 }, lineIdx);
-  if (selIdx.length) Plotly.restyle(gd, { x: [xs], y: [ys] }, selIdx);
+  gd._selection = { chosen, near, active: chosen.size > 0 || Boolean(path) };
+  if (shapes.length || (gd.layout.shapes && gd.layout.shapes.length)) {
+    Plotly.relayout(gd, { shapes });
+  }
+  paintSelection(gd);
   gd.dataset.selected = [...chosen].join(" ");
   updateSelectionBar(chosen);
+}
+
+function paintSelection(gd) {
+  const st = gd._selection;
+  if (!st || !gd._fullData) return;
+  const groups = gd.querySelectorAll(".scatterlayer .trace");
+  gd._fullData.forEach((t, k) => {
+    const g = groups[k];
+    if (!g) return;
+    if ((t.name || "").startsWith("edges ")) g.style.opacity = st.active ? "0.12" : "";
+    if (!isNodeTrace(t)) return;
+    g.querySelectorAll("path.point").forEach((el) => {
+      const c = el.__data__ && t.customdata[el.__data__.i];
+      if (!c) return;
+      el.style.opacity = !st.active || st.near.has(c[0]) ? "" : "0.18";
+      el.style.stroke = st.chosen.has(c[0]) ? "#111827" : "";
+      el.style.strokeWidth = st.chosen.has(c[0]) ? "3px" : "";
+    });
+  });
 }
 
 function updateSelectionBar(chosen) {
@@ -199,7 +217,8 @@ function loadPaths() {
   const q = filterParams();
   q.delete("collapse");
   if (graph.view === "paths" && graph.selected) q.set("node", graph.selected);
-  htmx.ajax("GET", `/runs/${id}/paths?${q}`, { target: "#paths", swap: "innerHTML" });
+  htmx.ajax("GET", `/runs/${id}/paths?${q}`,
+    { source: "#paths", target: "#paths", swap: "innerHTML" });
 }
 
 // The view lives in the URL: /runs/ID?tau=&edge_threshold=&collapse=&node=&view=.
