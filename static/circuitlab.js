@@ -131,15 +131,15 @@ function nodePoints(gd) {
   return at;
 }
 
-// Highlight the selected nodes, their neighbours and their edges; dim the rest. The
-// edges are layout shapes and the dimming is done on the SVG itself: both are cheap,
-// where restyling a 2,000-point figure costs a redraw.
+// Highlight the selected nodes, their neighbours and their edges; dim the rest. All of
+// it is drawn on Plotly's SVG directly (and redrawn after each Plotly redraw): cheap,
+// where a restyle or relayout of a 2,000-point figure costs a full redraw.
 function applySelection(gd, path) {
   if (!gd || !gd.data) return;
   const at = nodePoints(gd);
   const chosen = new Set([...graph.multi].filter((id) => at.has(id)));
   if (graph.selected && !at.has(graph.selected)) graph.selected = null;
-  const near = new Set(chosen), shapes = [];
+  const near = new Set(chosen), segments = [];
   const steps = path ? new Set(path.slice(0, -1).map((id, i) => `${id} ${path[i + 1]}`)) : null;
   edgeData(gd).forEach((e) => {
     const hit = steps ? (steps.has(`${e.src} ${e.dst}`)
@@ -149,24 +149,37 @@ function applySelection(gd, path) {
     if (!start) return;
     const end = e.dst === "metric" ? e.end : at.get(e.dst);
     if (!end) return;
-    shapes.push({ type: "line", layer: "below", x0: start[0], y0: start[1], x1: end[0],
-      y1: end[1], line: { width: 2.5, color: "rgba(17, 24, 39, 0.8)" } });
+    segments.push([start, end]);
     near.add(e.src); near.add(e.dst);
   });
   if (path) path.forEach((id) => near.add(id));
-  gd._selection = { chosen, near, active: chosen.size > 0 || Boolean(path) };
-  if (shapes.length || (gd.layout.shapes && gd.layout.shapes.length)) {
-    Plotly.relayout(gd, { shapes });
-  }
+  gd._selection = { chosen, near, segments, active: chosen.size > 0 || Boolean(path) };
   paintSelection(gd);
   gd.dataset.selected = [...chosen].join(" ");
   updateSelectionBar(chosen);
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
 function paintSelection(gd) {
   const st = gd._selection;
   if (!st || !gd._fullData) return;
-  const groups = gd.querySelectorAll(".scatterlayer .trace");
+  const layer = gd.querySelector(".scatterlayer");
+  if (!layer) return;
+  const groups = layer.querySelectorAll(":scope > .trace");
+  // The selected edges: lines under the nodes, over the dimmed edges.
+  let lines = layer.querySelector(":scope > g.selected-edges");
+  if (!lines) { lines = document.createElementNS(SVG, "g"); lines.setAttribute("class", "selected-edges"); }
+  const firstNode = gd._fullData.findIndex(isNodeTrace);
+  layer.insertBefore(lines, firstNode >= 0 && groups[firstNode] ? groups[firstNode] : null);
+  const L = gd._fullLayout;
+  lines.replaceChildren(...st.segments.map(([a, b]) => {
+    const line = document.createElementNS(SVG, "line");
+    line.setAttribute("x1", L.xaxis.l2p(a[0])); line.setAttribute("y1", L.yaxis.l2p(a[1]));
+    line.setAttribute("x2", L.xaxis.l2p(b[0])); line.setAttribute("y2", L.yaxis.l2p(b[1]));
+    line.setAttribute("stroke", "rgba(17, 24, 39, 0.8)"); line.setAttribute("stroke-width", "2.5");
+    return line;
+  }));
   gd._fullData.forEach((t, k) => {
     const g = groups[k];
     if (!g) return;

@@ -47,8 +47,9 @@ def centres(page) -> list[dict]:  # type: ignore[no-untyped-def]
     return page.evaluate(NODE_CENTRES)  # type: ignore[no-any-return]
 
 
-def selected(page) -> str:  # type: ignore[no-untyped-def]
-    return str(page.get_attribute("#graph-plot", "data-selected") or "")
+def centre_of(page, node_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """A node's centre now (the page may have moved since: a panel opened, a bar wrapped)."""
+    return next(p for p in page.evaluate(NODE_CENTRES) if p["id"] == node_id)
 
 
 def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
@@ -76,6 +77,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
         new MutationObserver(() => { window.__selected = {id: gd.dataset.selected,
             t: performance.now()}; }).observe(gd, {attributeFilter: ['data-selected']}); }""")
     for p in points:
+        p = centre_of(page, p["id"])
         start = page.evaluate("performance.now()")
         page.mouse.move(p["px"], p["py"])
         page.wait_for_function("id => window.__hover && window.__hover.id === id", arg=p["id"])
@@ -96,7 +98,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
           f"(max {click_ms[-1]:.0f}); from the input event's dispatch, in page time")
 
     # The strongest node: its paths, its edges highlighted, the rest dimmed.
-    best = max(points, key=lambda p: p["size"])
+    best = centre_of(page, max(points, key=lambda p: p["size"])["id"])
     page.mouse.click(best["px"], best["py"])
     page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")
     rows = page.locator("#paths-through li.path")
@@ -111,7 +113,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
             .filter(([name]) => name.startsWith('edges ')).map(([, o]) => Number(o));
         const faded = [...gd.querySelectorAll('.scatterlayer .trace path.point')]
             .filter(el => el.style.opacity === '0.18').length;
-        return {segments: (gd.layout.shapes || []).length, dim, faded};
+        return {segments: gd.querySelectorAll('g.selected-edges line').length, dim, faded};
     }""")
     assert highlighted["segments"] > 0 and all(o < 1 for o in highlighted["dim"])
     assert highlighted["faded"] > 0  # the nodes off its edges are dimmed
@@ -119,6 +121,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
     save(page, "selected-node-paths")
 
     # Edge hover names source, target and weight.
+    page.locator("#graph-plot").scroll_into_view_if_needed()
     edge = page.evaluate("""() => {
         const gd = document.getElementById('graph-plot');
         const L = gd._fullLayout, box = gd.getBoundingClientRect();
@@ -128,7 +131,9 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
         // An edge whose midpoint is far from every node, so the hover is the edge's.
         for (let i = 0; i < t.x.length; i++) {
             const x = L.xaxis.l2p(t.x[i]), y = L.yaxis.l2p(t.y[i]);
-            if (nodes.every(([a, b]) => Math.hypot(a - x, b - y) > 25))
+            const py = box.top + L._size.t + y;
+            if (py > 10 && py < innerHeight - 10
+                && nodes.every(([a, b]) => Math.hypot(a - x, b - y) > 25))
                 return {px: box.left + L._size.l + x, py: box.top + L._size.t + y,
                         data: t.customdata[i]};
         }
@@ -149,8 +154,11 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
     assert scores and all(s < 0 for s in scores)
 
     # Shift-click a second node: two selected, the group form offers them.
+    best = centre_of(page, best["id"])
     page.mouse.click(best["px"], best["py"])
-    other = next(p for p in points if p["id"] != best["id"])
+    page.wait_for_function("id => document.getElementById('graph-plot')"
+                           ".dataset.selected === id", arg=best["id"])
+    other = centre_of(page, next(p for p in points if p["id"] != best["id"])["id"])
     page.keyboard.down("Shift")
     page.mouse.click(other["px"], other["py"])
     page.keyboard.up("Shift")
@@ -161,6 +169,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
         (other["layer"], other["neuron"], other["position"])}
 
     # Filter + selection live in the URL; reloading the permalink reopens that view.
+    best = centre_of(page, best["id"])
     page.mouse.click(best["px"], best["py"])
     page.eval_on_selector("#view-tau", """el => { el.value = '0.3';
         el.dispatchEvent(new Event('input', {bubbles: true})); }""")
@@ -180,6 +189,7 @@ def test_every_node_opens_its_own_panel_and_paths_and_state_survive_a_reload(
     page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")
     # After the filter the survivors are laid out again: still one click, one node.
     for p in centres(page):
+        p = centre_of(page, p["id"])
         page.mouse.click(p["px"], p["py"])
         page.wait_for_function("id => document.getElementById('graph-plot')"
                                ".dataset.selected === id", arg=p["id"])
