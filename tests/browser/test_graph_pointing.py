@@ -200,8 +200,16 @@ def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: 
                            f"[data-neuron='{best['neuron']}']")
     page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")
     # After the filter the survivors are laid out again: still one click, one node.
-    for p in centres(page):
+    page.evaluate("""() => document.getElementById('graph-plot').on('plotly_hover', e => {
+        const c = e.points[0].customdata; window.__hover = Array.isArray(c) ? c[0] : c; })""")
+    survivors = centres(page)
+    assert len(survivors) == int(shown)
+    for p in survivors:
         p = centre_of(page, p["id"])
+        page.mouse.move(p["px"] + 2, p["py"] + 2)  # a real move, even if the pointer is there
+        page.mouse.move(p["px"], p["py"])
+        page.wait_for_function("id => window.__hover === id", arg=p["id"])
+        page.wait_for_timeout(350)  # two clicks within 300 ms are Plotly's double-click
         page.mouse.click(p["px"], p["py"])
         page.wait_for_function("id => document.getElementById('graph-plot')"
                                ".dataset.selected === id", arg=p["id"])
@@ -223,7 +231,7 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     page.goto(f"{url}?collapse=top4")
     page.wait_for_selector(GRAPH)
     page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
-        const t = gd.data.find(d => d.name === 'supernodes');
+        const t = gd && gd.data && gd.data.find(d => d.name === 'supernodes');
         return t && t.x.length === 1; }""")
     n_markers = page.evaluate("""() => document.getElementById('graph-plot').data
         .filter(t => (t.name||'').startsWith('towards')).reduce((n, t) => n + t.x.length, 0)""")
@@ -233,8 +241,8 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     save(page, "collapsed-supernode")
     # Unticking expands it again.
     page.uncheck(".collapse-toggle[value='top4']")
-    page.wait_for_function("""() => !document.getElementById('graph-plot').data
-        .some(d => d.name === 'supernodes')""")
+    page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
+        return gd && gd.data && !gd.data.some(d => d.name === 'supernodes'); }""")
 
     # At 1024 px the panel opens as a drawer inside the viewport.
     page.set_viewport_size({"width": 1024, "height": 800})
