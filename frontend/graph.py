@@ -35,7 +35,7 @@ EDGE_NEG = "rgba(194, 65, 12, {a})"
 MAX_EDGES = 1200  # the most edges one view sends to the browser
 EDGES_PER_NODE = 6  # each node's strongest incoming and outgoing edges are always drawn
 MAX_SLOTS = 24.0  # widest column, in slots; a busier cell wraps onto sub-rows
-EMPTY_COLUMN = 1.0  # width of a position with no node (room for its tick label)
+EMPTY_COLUMN = 1.5  # width of a position with no node (room for its tick label)
 EMPTY_ROW = 0.4  # height of a layer with no node
 UNIT_PX = 20  # the pixels one slot gets in a static export (the page refits markers)
 WIDTH_BUCKETS = (0.75, 2.0, 4.0)  # line widths for weak / medium / strong edges
@@ -83,7 +83,7 @@ def column_layout(nodes: list[Node], n_pos: int) -> tuple[list[float], list[floa
     for (_, position), members in _cells(nodes).items():
         if 0 <= position < n_pos:
             busiest[position] = max(busiest[position], len(members))
-    widths = [EMPTY_COLUMN if c == 0 else min(MAX_SLOTS, float(c)) for c in busiest]
+    widths = [max(EMPTY_COLUMN, min(MAX_SLOTS, float(c))) for c in busiest]
     centres, left = [], 0.0
     for w in widths:
         centres.append(round(left + w / 2, 4))
@@ -236,10 +236,10 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
     lay = graph_layout(placed, n_pos, n_layers)
     xy = dict(lay.xy)
     nodes, groups, all_edges = collapse(result, supernodes, collapsed)
+    influence = {n.node_id: abs(n.influence) for n in result.nodes}
     for group in groups:
-        points = [xy[i] for i in group.node_ids if i in xy]
-        xy[group.node_id] = (round(sum(p[0] for p in points) / len(points), 4),
-                             round(sum(p[1] for p in points) / len(points), 4))
+        # In its strongest member's slot: hidden now, so free, and near its members.
+        xy[group.node_id] = xy[max(group.node_ids, key=lambda i: influence[i])]
     last = n_pos - 1
     top = lay.rows[n_layers]
     quarter = lay.widths[last] / 4 if n_pos else 0.25
@@ -378,7 +378,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "margin": {"l": 50, "r": 30, "t": 40, "b": 70},
         "xaxis": {"tickmode": "array", "tickvals": lay.centres,
                   "ticktext": [show_token(t.text) for t in result.tokens],
-                  "tickangle": -50, "automargin": True,
+                  "tickangle": -60, "automargin": True,
                   "range": [-1.0, lay.width + 1.0], "zeroline": False, "showgrid": False},
         "yaxis": {"tickmode": "array", "tickvals": layer_ticks, "ticktext": layer_text,
                   "automargin": True, "range": [-0.8, lay.height + 0.8],
