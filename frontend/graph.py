@@ -313,7 +313,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
             answer = "lowers A"
         rel = [size(n.influence) for n in members]
         traces.append({
-            "type": "scatter", "mode": "markers", "name": f"towards {answer}",
+            "type": "scatter", "mode": "markers", "name": f"towards {answer}", "meta": "nodes",
             "x": [xy[n.node_id][0] for n in members],
             "y": [xy[n.node_id][1] for n in members],
             "marker": {"size": [marker_px(r, UNIT_PX) for r in rel], "color": colour,
@@ -328,7 +328,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
     if groups:
         rel = [size(g.influence) for g in groups]
         traces.append({
-            "type": "scatter", "mode": "markers+text", "name": "supernodes",
+            "type": "scatter", "mode": "markers+text", "name": "supernodes", "meta": "nodes",
             "x": [xy[g.node_id][0] for g in groups], "y": [xy[g.node_id][1] for g in groups],
             "marker": {"symbol": "hexagon", "size": [marker_px(r, UNIT_PX) for r in rel],
                        "color": [TOWARDS_A if g.influence > 0 else TOWARDS_B for g in groups],

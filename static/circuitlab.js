@@ -59,7 +59,7 @@ function renderFigures(root) {
 }
 
 const isGraph = (gd) => gd.id === "graph-plot" || gd.classList.contains("attribution");
-const isNodeTrace = (t) => (t.name || "").startsWith("towards") || t.name === "supernodes";
+const isNodeTrace = (t) => t.meta === "nodes";  // node markers (frontend/graph.py tags them)
 const traceIndexes = (gd, test) => gd.data.map((t, i) => (test(t) ? i : -1)).filter((i) => i >= 0);
 
 // Markers are sized from the pixels one layout unit gets (nodes sit one unit apart), so
@@ -107,7 +107,7 @@ function bindGraph(gd) {
   if (gd.id === "graph-plot") {
     gd.on("plotly_selected", (ev) => {
       if (!ev || !ev.points) return;
-      graph.multi = new Set(ev.points.filter((p) => (p.data.name || "").startsWith("towards"))
+      graph.multi = new Set(ev.points.filter((p) => isNodeTrace(p.data) && p.data.name !== "supernodes")
         .map((p) => p.customdata[0]));
       applySelection(gd);
     });
