@@ -113,3 +113,23 @@ def test_an_unknown_node_or_a_bad_k_is_the_users_mistake() -> None:
         top_paths(result, through="L9/N9@9")
     with pytest.raises(InputError, match="k must be"):
         top_paths(result, k=0)
+
+
+def test_paths_endpoints_answer_on_a_stored_run(client) -> None:  # type: ignore[no-untyped-def]
+    """The JSON API and the page's path view on a tiny model's stored run; an unknown
+    node is a 4xx naming the field."""
+    from tests.unit.test_api import api_error
+    from tests.unit.test_api_circuits import BODY
+
+    run = client.post("/api/v1/attribute", json=BODY).json()
+    run_id = run["run_id"]
+    why_b = client.get(f"/api/v1/runs/{run_id}/paths", params={"towards": "B", "k": 3})
+    assert why_b.status_code == 200, why_b.text
+    assert why_b.json() and all(p["score"] < 0 for p in why_b.json())
+    node = why_b.json()[0]["nodes"][-1]
+    through = client.get(f"/api/v1/runs/{run_id}/paths", params={"node": node}).json()
+    assert through and all(node in p["nodes"] for p in through)
+    page = client.get(f"/runs/{run_id}/paths", params={"node": node})
+    assert page.status_code == 200 and 'id="paths-through"' in page.text
+    assert f'data-node="{node}"' in page.text and 'id="paths-why-b"' in page.text
+    api_error(client.get(f"/api/v1/runs/{run_id}/paths", params={"node": "L99/N1@0"}), 422)
