@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.attribution import CircuitResult, Node
+from analysis.attribution import CircuitResult, Edge, Node
 from analysis.comparison import ComparisonResult, NeuronChange, layer_weight_totals
 from frontend.graph import TOWARDS_A, TOWARDS_B, graph_figure, show_token
 
@@ -73,8 +73,9 @@ def union_nodes(base: CircuitResult, tuned: CircuitResult) -> list[Node]:
 
 
 def difference_circuit(base: CircuitResult, tuned: CircuitResult) -> CircuitResult:
-    """Every node of either circuit with influence = tuned - base (a node kept in only one
-    circuit counts as 0 in the other: it was below that circuit's tau)."""
+    """Every node of either circuit with influence = tuned - base, and every edge of
+    either with weight = tuned - base (a node or edge kept in only one circuit counts as
+    0 in the other: it was below that circuit's threshold)."""
     b = {n.node_id: n for n in base.nodes}
     t = {n.node_id: n for n in tuned.nodes}
     nodes = []
@@ -82,7 +83,15 @@ def difference_circuit(base: CircuitResult, tuned: CircuitResult) -> CircuitResu
         delta = (t[node_id].influence if node_id in t else 0.0) - (
             b[node_id].influence if node_id in b else 0.0)
         nodes.append(node.model_copy(update={"influence": delta}))
-    return tuned.model_copy(update={"nodes": nodes, "edges": []})
+    weights: dict[tuple[str, str], list[float]] = {}
+    for sign, circuit in ((-1.0, base), (1.0, tuned)):
+        for e in circuit.edges:
+            acc = weights.setdefault((e.source, e.target), [0.0, 0.0])
+            acc[0] += sign * e.weight
+            acc[1] += sign * e.raw
+    edges = [Edge(source=s, target=d, weight=w, raw=r)
+             for (s, d), (w, r) in weights.items() if w != 0.0]
+    return tuned.model_copy(update={"nodes": nodes, "edges": edges})
 
 
 def compare_figures(base: CircuitResult, tuned: CircuitResult) -> dict[str, dict[str, Any]]:

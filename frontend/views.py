@@ -163,18 +163,23 @@ class GraphView:
     n_nodes_total: int
     edges_drawn: int = 0
     edges_total: int = 0
+    supernodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def capped(self) -> bool:
-        """More edges than the figure draws (it draws the strongest MAX_EDGES)."""
+        """More edges than the figure draws (see frontend.graph.view_edges)."""
         return self.edges_drawn < self.edges_total
 
 
 def graph_view(view: CircuitResult, total_nodes: int, tau: float | None,
-               edge_threshold: float) -> GraphView:
-    figure = graph_figure(view)
+               edge_threshold: float, supernodes: list[dict[str, Any]] | None = None,
+               collapsed: set[str] | None = None) -> GraphView:
+    figure = graph_figure(view, supernodes=supernodes, collapsed=collapsed)
     meta = figure["layout"]["meta"]
     return GraphView(figure=figure, rows=node_rows(view), tau=tau,
+                     supernodes=[{"name": g["name"], "size": len(g["members"]),
+                                  "collapsed": g["name"] in meta["groups"]}
+                                 for g in supernodes or []],
                      edge_threshold=edge_threshold, n_nodes=len(view.nodes),
                      n_edges=sum(1 for e in view.edges if e.target != METRIC_NODE_ID),
                      n_nodes_total=total_nodes, edges_drawn=meta["edges_drawn"],

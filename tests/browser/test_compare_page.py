@@ -88,6 +88,27 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
     page.wait_for_selector("#graph-base .main-svg", timeout=60_000)
     assert page.locator("#verdict .v").inner_text().strip().lower() == verdict
     assert page.input_value("#prompt") == SEED_PROMPT
+
+    # The difference view draws edges (weight change), and a click on a node of any of
+    # the three graphs opens the neuron panel, as on Analyze.
+    assert page.evaluate("""() => document.getElementById('graph-diff').data
+        .filter(t => (t.name || '').startsWith('edges ')).length""") > 0
+    for target in ("graph-base", "graph-diff"):
+        page.locator(f"#{target}").scroll_into_view_if_needed()
+        node = page.evaluate(f"""() => {{
+            const gd = document.getElementById('{target}');
+            const L = gd._fullLayout, box = gd.getBoundingClientRect();
+            const t = gd.data.find(d => (d.name || '').includes('towards') && d.x.length);
+            return {{id: t.customdata[0], px: box.left + L._size.l + L.xaxis.l2p(t.x[0]),
+                     py: box.top + L._size.t + L.yaxis.l2p(t.y[0])}};
+        }}""")
+        page.mouse.move(node["px"] + 2, node["py"] + 2)
+        page.mouse.move(node["px"], node["py"])
+        page.wait_for_timeout(400)
+        page.mouse.click(node["px"], node["py"])
+        page.wait_for_selector(f"#neuron-panel[data-layer='{node['id'][1]}']"
+                               f"[data-neuron='{node['id'][2]}']", timeout=60_000)
+    shot(page, "compare-neuron-panel")
     assert page.console_errors == []  # type: ignore[attr-defined]
 
 

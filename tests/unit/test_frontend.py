@@ -22,7 +22,14 @@ from analysis.attribution.results import (
     TokenProb,
     TokenScore,
 )
-from frontend.graph import column_layout, graph_figure, node_positions, show_token
+from frontend.graph import (
+    collapse,
+    column_layout,
+    graph_figure,
+    graph_layout,
+    show_token,
+    view_edges,
+)
 from frontend.views import (
     analyze_link,
     graph_view,
@@ -92,7 +99,9 @@ def test_graph_figure_draws_every_node_coloured_by_the_answer_it_pushes(result) 
     # y is the layer; the strongest node is drawn largest.
     sizes = dict(zip((c[0] for c in to_b["customdata"]), to_b["marker"]["size"], strict=True))
     assert sizes["L2/N1@3"] == max(sizes.values())
-    assert to_b["y"][[c[0] for c in to_b["customdata"]].index("L2/N1@3")] == 2
+    rows = dict(zip(fig["layout"]["yaxis"]["ticktext"], fig["layout"]["yaxis"]["tickvals"],
+                    strict=True))
+    assert to_b["y"][[c[0] for c in to_b["customdata"]].index("L2/N1@3")] == rows["L2"]
     # Hover names the neuron and escapes the label's markup.
     hover = to_a["text"][[c[0] for c in to_a["customdata"]].index("L1/N7@3")]
     assert "L1/N7" in hover and "&lt;b&gt;booster" in hover
@@ -104,13 +113,14 @@ def test_graph_figure_draws_every_node_coloured_by_the_answer_it_pushes(result) 
 
 def test_edges_are_bucketed_lines_and_metric_edges_reach_the_right_logit(result) -> None:
     fig = graph_figure(result)
-    lines = [t for t in fig["data"] if t["mode"] == "lines"]
+    lines = [t for t in fig["data"] if t["mode"] == "lines" and t["x"]]
     segments = sum(len(t["x"]) // 3 for t in lines)
     assert segments == len(result.edges)
     logits = next(t for t in fig["data"] if t.get("name") == "answer logits")
     a_x, b_x = logits["x"]
     ends = {(t["x"][i + 1], t["y"][i + 1]) for t in lines for i in range(0, len(t["x"]), 3)}
-    assert (a_x, 3) in ends and (b_x, 3) in ends  # +0.9 goes to A, -1.2 to B
+    top = logits["y"][0]
+    assert (a_x, top) in ends and (b_x, top) in ends  # +0.9 goes to A, -1.2 to B
     positive = [t for t in lines if t["line"]["color"].startswith("rgba(29")]
     assert positive and all(t["line"]["width"] > 0 for t in lines)
     # The strongest edge is the widest.
@@ -124,10 +134,68 @@ def test_crowded_columns_are_wider_and_cell_members_do_not_overlap(result) -> No
     centres, widths = column_layout(result.nodes, 4)
     assert widths[3] == max(widths) and widths[3] > widths[1]
     assert centres == sorted(centres)
-    xy = node_positions(result.nodes, centres, widths)
-    cell = [xy[i][0] for i in ("L1/N2@3", "L1/N7@3", "L1/N9@3")]
+    lay = graph_layout(result.nodes, 4, 3)
+    cell = [lay.xy[i][0] for i in ("L1/N2@3", "L1/N7@3", "L1/N9@3")]
     assert len(set(cell)) == 3 and cell == sorted(cell)  # spread by neuron index
     assert all(abs(x - centres[3]) <= widths[3] / 2 for x in cell)
+
+
+def test_every_node_has_its_own_slot_one_unit_from_any_other() -> None:
+    """A crowded graph (60 nodes in one cell, 200 in all): any two nodes are at least one
+    unit apart in x or in y, so markers sized under a unit never overlap."""
+    nodes = [node(29, 3, i, 0.1 + i / 100) for i in range(60)]
+    nodes += [node(layer, pos, 1000 + layer * 10 + pos, -0.2)
+              for layer in range(20, 29) for pos in range(4) for _ in [0]]
+    nodes += [node(layer, 3, 2000 + j, 0.3) for layer in range(10, 20) for j in range(10)]
+    lay = graph_layout(nodes, 4, 30)
+    points = list(lay.xy.values())
+    assert len(set(points)) == len(nodes)
+    for i, (x1, y1) in enumerate(points):
+        for x2, y2 in points[i + 1:]:
+            assert abs(x1 - x2) >= 1 - 1e-6 or abs(y1 - y2) >= 1 - 1e-6
+    # Empty layers are thin bands: layers 0-9 hold nothing, so they share little height.
+    assert lay.rows[10] - lay.rows[-1] < 6
+    # Filtering re-lays out: the survivors of one cell spread over its (narrower) column.
+    few = graph_layout(nodes[:3], 4, 30)
+    assert few.width < lay.width
+
+
+def test_view_edges_keep_each_nodes_strongest_and_respect_the_cap() -> None:
+    from analysis.attribution.results import Edge as E
+
+    strong = [E(source=f"s{i}", target=f"t{j}", weight=10.0 + i + j / 10, raw=0.0)
+              for i in range(5) for j in range(10)]
+    weak = [E(source="lonely", target="t2", weight=0.01, raw=0.0)]
+    chosen = view_edges(strong + weak, per_node=3, cap=20)
+    assert len(chosen) == 20
+    assert any(e.source == "lonely" for e in chosen)  # its only edge survives the cut
+    assert [abs(e.weight) for e in chosen] == sorted((abs(e.weight) for e in chosen),
+                                                     reverse=True)
+
+
+def test_a_collapsed_supernode_is_one_node_with_its_members_edges_summed(result) -> None:
+    groups = [{"name": "boost", "members": [{"layer": 1, "neuron": 7, "position": None},
+                                            {"layer": 1, "neuron": 2, "position": 3}]}]
+    nodes, drawn, edges = collapse(result, groups, {"boost"})
+    assert {n.node_id for n in nodes} == {"L0/N5@0", "L1/N9@3", "L2/N1@3"}
+    (g,) = drawn
+    assert g.influence == pytest.approx(0.9 - 0.4)
+    weights = {(e.source, e.target): e.weight for e in edges}
+    # L1/N7 -> L2/N1 (-0.8) and L1/N2 -> L2/N1 (+0.1) become one edge of -0.7.
+    assert weights[("group:boost", "L2/N1@3")] == pytest.approx(-0.7)
+    assert weights[("L0/N5@0", "group:boost")] == pytest.approx(0.5)
+    assert weights[("group:boost", "metric")] == pytest.approx(0.9)
+    fig = graph_figure(result, supernodes=groups, collapsed={"boost"})
+    (trace,) = traces(fig, "supernodes")
+    assert trace["customdata"][0][0] == "group:boost" and trace["customdata"][0][5] == "boost"
+    ids = {c[0] for t in traces(fig, "towards") for c in t["customdata"]}
+    assert "L1/N7@3" not in ids and "L2/N1@3" in ids
+    hover = next(t for t in fig["data"] if t["name"] == "edge hover")
+    assert any(c[0] == "group:boost" and c[1] == "L2/N1@3" and c[2] == pytest.approx(-0.7)
+               for c in hover["customdata"])
+    # Not collapsed: drawn as before.
+    plain = graph_figure(result, supernodes=groups, collapsed=set())
+    assert not traces(plain, "supernodes")
 
 
 def test_node_rows_and_csv_list_the_kept_nodes_strongest_first(result) -> None:
@@ -187,7 +255,10 @@ def test_the_legend_says_when_the_graph_draws_only_the_strongest_edges(result) -
         for i in range(MAX_EDGES + 200)]})
     view = graph_view(many, len(many.nodes), None, 0.0)
     assert view.capped and (view.edges_drawn, view.edges_total) == (MAX_EDGES, MAX_EDGES + 200)
+    hover = next(t for t in view.figure["data"] if t["name"] == "edge hover")
+    assert len(hover["x"]) == MAX_EDGES  # the browser gets only the edges it draws
     fig = view.figure
-    # The B logit's label has room on the right of the last column.
-    last = max(fig["layout"]["xaxis"]["tickvals"])
-    assert fig["layout"]["xaxis"]["range"][1] >= last + 1.0
+    # The logits' labels are never clipped by the axes.
+    logits = next(t for t in fig["data"] if t["name"] == "answer logits")
+    assert logits["cliponaxis"] is False
+    assert fig["layout"]["xaxis"]["automargin"] and fig["layout"]["yaxis"]["automargin"]

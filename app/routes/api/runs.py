@@ -12,6 +12,7 @@ from analysis.analyze import (
     refilter,
 )
 from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
+from analysis.attribution.paths import MAX_K, CircuitPath, top_paths
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import AttributeRequest, InterveneRequest, prompt_spec
 from app.services.runs import circuit_request, compute_or_reuse, run_payload, stored_run
@@ -51,6 +52,24 @@ async def graph_route(
     if format == "circuit-tracer":
         return view.to_circuit_tracer(slug=run_id)
     return view.model_dump(mode="json")
+
+
+@router.get("/runs/{run_id}/paths")
+async def paths_route(
+    run_id: str, runs: RunsDep,
+    node: Annotated[str | None, Query(max_length=64, description="e.g. L16/N1998@12")] = None,
+    towards: Literal["A", "B"] | None = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
+    tau: Annotated[float | None, Query(gt=0, le=1)] = None,
+    edge_threshold: Annotated[float | None, Query(ge=0)] = None,
+) -> list[CircuitPath]:
+    """The k strongest paths from the embeddings to m (through ``node`` if given; only
+    those pushing ``towards`` one answer if given: ``towards=B`` is "why B"). A path's
+    score is rest x product of activation shares x direct effect, in logit units (see
+    analysis/attribution/paths.py)."""
+    result = CircuitResult.model_validate(stored_run(runs, run_id).result)
+    return top_paths(refilter(result, tau, edge_threshold), through=node, k=k,
+                     towards=towards)
 
 
 @router.post("/intervene")

@@ -4,20 +4,24 @@ neuron panel (label, description, edges, interventions) and exports."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
 
 from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
 from analysis.attribution.describe import check_model_neuron, describe_neuron
+from analysis.attribution.paths import MAX_K, top_paths
 from analysis.models import LoadedModel
 from app.access import computes
 from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.rendering import render_run
 from app.services.runs import label_owner, load_result, stored_run
-from app.store.tables import Run
+from app.store.runs import RunStore
+from app.store.tables import Run, Supernode
+from frontend.graph import path_rows
 from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
 
 router = APIRouter(include_in_schema=False)
@@ -36,17 +40,55 @@ async def run_page(request: Request, run_id: str, runs: RunsDep, manager: Manage
     return render_run(request, stored_run(runs, run_id), manager, labels, fragment=False)
 
 
+def run_supernodes(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
+    """The run's named groups as {"name", "members"} (read only: the supernodes store
+    owns writing them)."""
+    with runs.sessions() as s:
+        rows = s.scalars(select(Supernode).where(Supernode.run_id == run_id)
+                         .order_by(Supernode.created_at))
+        return [{"name": r.name, "members": list(r.members or [])} for r in rows]
+
+
+def collapse_names(collapse: list[str]) -> set[str]:
+    """``collapse=a,b`` or ``collapse=a&collapse=b``: the supernodes drawn as one node."""
+    return {name.strip() for item in collapse for name in item.split(",") if name.strip()}
+
+
 @router.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(
     request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
     tau: Annotated[float | None, Query(gt=0, le=1)] = None,
     edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
+    collapse: Annotated[list[str], Query(max_length=2000)] = [],  # noqa: B006 - FastAPI copies
 ) -> HTMLResponse:
-    """The graph and the neurons table at a stricter tau / edge threshold, no recompute."""
+    """The graph and the neurons table at a stricter tau / edge threshold, no recompute;
+    the supernodes named in ``collapse`` drawn as one node each."""
     result = load_result(stored_run(runs, run_id), manager, labels)
     view = refilter(result, tau, edge_threshold)
+    groups = run_supernodes(runs, run_id)
     return templates_of(request).TemplateResponse(request, "_graph.html", {
-        "graph": graph_view(view, len(result.nodes), tau, edge_threshold),
+        "graph": graph_view(view, len(result.nodes), tau, edge_threshold,
+                            supernodes=groups, collapsed=collapse_names(collapse)),
+        "run": run_view(result, run_id)})
+
+
+@router.get("/runs/{run_id}/paths", response_class=HTMLResponse)
+async def run_paths(
+    request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    node: Annotated[str | None, Query(max_length=64)] = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 5,
+    tau: Annotated[float | None, Query(gt=0, le=1)] = None,
+    edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
+) -> HTMLResponse:
+    """The path view: the strongest paths through ``node`` (either way), and "why B":
+    the strongest paths into the wrong answer, in the view's filter."""
+    result = load_result(stored_run(runs, run_id), manager, labels)
+    view = refilter(result, tau, edge_threshold)
+    through = top_paths(view, through=node, k=k) if node else []
+    why_b = (top_paths(view, through=node, k=k, towards="B")
+             if result.target_b is not None else [])
+    return templates_of(request).TemplateResponse(request, "_paths.html", {
+        "node": node, "through": path_rows(view, through), "why_b": path_rows(view, why_b),
         "run": run_view(result, run_id)})
 
 

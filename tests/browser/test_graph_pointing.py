@@ -1,0 +1,261 @@
+"""A graph you can point at, in headless Chromium on the seed prompt (embedded model):
+every node is clickable by its own pixels, a selection highlights its edges and loads
+its paths, edges have hover, shift-click selects several for a group, the view lives in
+the URL (a reload reopens it), a collapsed supernode is one node, and at 1024 px the
+neuron panel opens in view. Timings are printed for the report, never asserted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import shot
+from tests.browser.test_circuit_browser import GRAPH, analyze_seed
+
+pytestmark = pytest.mark.browser
+
+SHOTS = Path("/work/wt/shots/graph")
+
+# Every node's pixel centre, from Plotly's own axes (page coordinates).
+NODE_CENTRES = """() => {
+    const gd = document.getElementById('graph-plot');
+    const L = gd._fullLayout, box = gd.getBoundingClientRect();
+    const out = [];
+    gd.data.forEach((t, k) => {
+        if (!(t.name || '').startsWith('towards')) return;
+        t.x.forEach((x, i) => out.push({id: t.customdata[i][0], layer: t.customdata[i][1],
+            neuron: t.customdata[i][2], position: t.customdata[i][3],
+            size: gd._fullData[k].marker.size[i],
+            px: box.left + L._size.l + L.xaxis.l2p(x),
+            py: box.top + L._size.t + L.yaxis.l2p(t.y[i])}));
+    });
+    return out;
+}"""
+
+
+def save(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    shot(page, name)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def centres(page) -> list[dict]:  # type: ignore[no-untyped-def]
+    page.locator("#graph-plot").scroll_into_view_if_needed()
+    return page.evaluate(NODE_CENTRES)  # type: ignore[no-any-return]
+
+
+def centre_of(page, node_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """A node's centre now (the page may have moved since: a panel opened, a bar wrapped)."""
+    page.locator("#graph-plot").scroll_into_view_if_needed()
+    return next(p for p in page.evaluate(NODE_CENTRES) if p["id"] == node_id)
+
+
+def test_every_node_of_the_seed_graph_opens_its_own_panel(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    url = analyze_seed(page, live_server)
+    # Time to first paint of the stored run's page (no compute): navigation to drawn graph.
+    page.goto(url)
+    page.wait_for_selector(GRAPH)
+    paint = page.evaluate("performance.now()")
+    save(page, "seed-1440")
+    points = centres(page)
+    assert len(points) == int(page.get_attribute("#graph-plot", "data-nodes")) > 10
+    # No two markers overlap: centres are farther apart than their radii add up to.
+    for i, p in enumerate(points):
+        for q in points[i + 1:]:
+            gap = ((p["px"] - q["px"]) ** 2 + (p["py"] - q["py"]) ** 2) ** 0.5
+            assert gap >= (p["size"] + q["size"]) / 2, (p["id"], q["id"])
+
+    # Click EVERY node at its own pixel centre: it is selected and its panel opens.
+    hover_ms, click_ms = [], []
+    page.evaluate("""() => { const gd = document.getElementById('graph-plot');
+        gd.on('plotly_hover', e => { const c = e.points[0].customdata;
+            window.__hover = {id: Array.isArray(c) ? c[0] : c, t: performance.now()}; });
+        new MutationObserver(() => { window.__selected = {id: gd.dataset.selected,
+            t: performance.now()}; }).observe(gd, {attributeFilter: ['data-selected']}); }""")
+    for p in points:
+        p = centre_of(page, p["id"])
+        start = page.evaluate("performance.now()")
+        page.mouse.move(p["px"], p["py"])
+        page.wait_for_function("id => window.__hover && window.__hover.id === id", arg=p["id"])
+        hover_ms.append(page.evaluate("window.__hover.t") - start)
+        start = page.evaluate("performance.now()")
+        page.mouse.click(p["px"], p["py"])
+        page.wait_for_function("id => window.__selected && window.__selected.id === id",
+                               arg=p["id"])
+        click_ms.append(page.evaluate("window.__selected.t") - start)
+        page.wait_for_selector(f"#neuron-panel[data-layer='{p['layer']}']"
+                               f"[data-neuron='{p['neuron']}']", timeout=30_000)
+        assert f"at position {p['position']}" in page.locator("#neuron-panel h3").inner_text()
+    hover_ms.sort()
+    click_ms.sort()
+    print(f"\n[timing] seed graph, {len(points)} nodes: permalink to first paint {paint:.0f} ms; "
+          f"hover median {hover_ms[len(hover_ms) // 2]:.0f} ms (max {hover_ms[-1]:.0f}); "
+          f"click to highlight median {click_ms[len(click_ms) // 2]:.0f} ms "
+          f"(max {click_ms[-1]:.0f}); from the input event's dispatch, in page time")
+
+    assert [e for e in page.console_errors if "status of 4" not in e] == []
+
+
+def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    url = analyze_seed(page, live_server)
+    points = centres(page)
+    # The strongest node: its paths, its edges highlighted, the rest dimmed.
+    best = centre_of(page, max(points, key=lambda p: p["size"])["id"])
+    page.mouse.click(best["px"], best["py"])
+    page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")
+    rows = page.locator("#paths-through li.path")
+    assert rows.count() > 0
+    paths = page.eval_on_selector_all("#paths-through li.path",
+                                      "ls => ls.map(l => l.dataset.path)")
+    assert all(best["id"] in r.split(" ") for r in paths)
+    highlighted = page.evaluate("""() => {
+        const gd = document.getElementById('graph-plot');
+        const groups = gd.querySelectorAll('.scatterlayer .trace');
+        const dim = gd._fullData.map((t, k) => [t.name || '', groups[k].style.opacity])
+            .filter(([name]) => name.startsWith('edges ')).map(([, o]) => Number(o));
+        const faded = [...gd.querySelectorAll('.scatterlayer .trace path.point')]
+            .filter(el => el.style.opacity === '0.18').length;
+        return {segments: gd.querySelectorAll('g.selected-edges line').length, dim, faded};
+    }""")
+    assert highlighted["segments"] > 0 and all(o < 1 for o in highlighted["dim"])
+    assert highlighted["faded"] > 0  # the nodes off its edges are dimmed
+    page.hover("#paths-through li.path >> nth=0")
+    save(page, "selected-node-paths")
+
+    # Edge hover names source, target and weight.
+    page.locator("#graph-plot").scroll_into_view_if_needed()
+    edge = page.evaluate("""() => {
+        const gd = document.getElementById('graph-plot');
+        const L = gd._fullLayout, box = gd.getBoundingClientRect();
+        const t = gd.data.find(d => d.name === 'edge hover');
+        const nodes = gd.data.filter(d => (d.name||'').startsWith('towards'))
+            .flatMap(d => d.x.map((x, i) => [L.xaxis.l2p(x), L.yaxis.l2p(d.y[i])]));
+        // An edge whose midpoint is far from every node, so the hover is the edge's.
+        for (let i = 0; i < t.x.length; i++) {
+            const x = L.xaxis.l2p(t.x[i]), y = L.yaxis.l2p(t.y[i]);
+            const py = box.top + L._size.t + y;
+            if (py > 10 && py < innerHeight - 10
+                && nodes.every(([a, b]) => Math.hypot(a - x, b - y) > 25))
+                return {px: box.left + L._size.l + x, py: box.top + L._size.t + y,
+                        data: t.customdata[i]};
+        }
+        return null;
+    }""")
+    assert edge is not None
+    page.mouse.move(edge["px"] + 2, edge["py"] + 2)
+    page.wait_for_timeout(300)  # let the path hover's redraw finish
+    page.mouse.move(edge["px"], edge["py"])
+    page.wait_for_selector(".hoverlayer .hovertext")
+    text = page.locator(".hoverlayer .hovertext").text_content() or ""
+    assert "→" in text and "weight" in text and edge["data"][3] in text
+
+    # Why B: the strongest paths into the wrong answer all score towards B.
+    page.click("#why-b-btn")
+    page.wait_for_selector("#paths-why-b li.path")
+    scores = [float(s) for s in page.locator("#paths-why-b li.path b").all_inner_texts()]
+    assert scores and all(s < 0 for s in scores)
+
+    # Shift-click a second node: two selected, the group form offers them.
+    best = centre_of(page, best["id"])
+    page.mouse.click(best["px"], best["py"])
+    page.wait_for_function("id => document.getElementById('graph-plot')"
+                           ".dataset.selected === id", arg=best["id"])
+    page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")  # the page settled
+    page.wait_for_load_state("networkidle")
+    # A node clear of the first one's hover label.
+    best = centre_of(page, best["id"])
+    other = next(p for p in page.evaluate(NODE_CENTRES)
+                 if p["id"] != best["id"] and abs(p["py"] - best["py"]) > 80)
+    page.keyboard.down("Shift")
+    page.mouse.click(other["px"], other["py"])
+    page.keyboard.up("Shift")
+    page.wait_for_selector("#group-form:not([hidden])")
+    members = json.loads(page.input_value("#group-members"))
+    assert {(m["layer"], m["neuron"], m["position"]) for m in members} == {
+        (best["layer"], best["neuron"], best["position"]),
+        (other["layer"], other["neuron"], other["position"])}
+
+    # Filter + selection live in the URL; reloading the permalink reopens that view.
+    best = centre_of(page, best["id"])
+    page.mouse.click(best["px"], best["py"])
+    page.eval_on_selector("#view-tau", """el => { el.value = '0.3';
+        el.dispatchEvent(new Event('input', {bubbles: true})); }""")
+    page.wait_for_function("location.search.includes('tau=0.3')")
+    page.wait_for_function("location.search.includes('node=')")
+    shown = page.locator("#shown-nodes").inner_text()
+    permalink = page.url
+    assert permalink.startswith(url)
+    page.goto(permalink)
+    page.wait_for_selector(GRAPH)
+    page.wait_for_function(f"document.getElementById('shown-nodes').textContent === '{shown}'")
+    assert page.input_value("#view-tau") == "0.3"
+    page.wait_for_function("id => document.getElementById('graph-plot')"
+                           ".dataset.selected === id", arg=best["id"])
+    page.wait_for_selector(f"#neuron-panel[data-layer='{best['layer']}']"
+                           f"[data-neuron='{best['neuron']}']")
+    page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")
+    # After the filter the survivors are laid out again: still one click, one node.
+    page.evaluate("""() => document.getElementById('graph-plot').on('plotly_hover', e => {
+        const c = e.points[0].customdata; window.__hover = Array.isArray(c) ? c[0] : c; })""")
+    survivors = centres(page)
+    assert len(survivors) == int(shown)
+    for p in survivors:
+        p = centre_of(page, p["id"])
+        page.mouse.move(0, 0)  # off the graph, so the next move is a fresh hover
+        page.wait_for_timeout(60)
+        page.evaluate("window.__hover = null")
+        page.mouse.move(p["px"], p["py"])
+        page.wait_for_function("id => window.__hover === id", arg=p["id"])
+        page.wait_for_timeout(350)  # two clicks within 300 ms are Plotly's double-click
+        page.mouse.click(p["px"], p["py"])
+        page.wait_for_function("id => document.getElementById('graph-plot')"
+                               ".dataset.selected === id", arg=p["id"])
+    save(page, "seed-tau-0.3-permalink")
+    assert [e for e in page.console_errors if "status of 4" not in e] == []
+
+
+def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str,
+                                                         server_data: Path) -> None:  # type: ignore[no-untyped-def]
+    url = analyze_seed(page, live_server)
+    run_id = url.rsplit("/", 1)[1]
+    points = sorted(centres(page), key=lambda p: -p["size"])[:4]
+    members = [{"layer": p["layer"], "neuron": p["neuron"], "position": p["position"]}
+               for p in points]
+    # The supernodes store belongs to another part; write the row as it would.
+    with sqlite3.connect(server_data / "circuitlab.db") as db:
+        db.execute("INSERT INTO supernodes (run_id, name, members, created_at) "
+                   "VALUES (?, ?, ?, datetime('now'))", (run_id, "top4", json.dumps(members)))
+    page.goto(f"{url}?collapse=top4")
+    page.wait_for_selector(GRAPH)
+    page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
+        const t = gd && gd.data && gd.data.find(d => d.name === 'supernodes');
+        return t && t.x.length === 1; }""")
+    n_markers = page.evaluate("""() => document.getElementById('graph-plot').data
+        .filter(t => (t.name||'').startsWith('towards')).reduce((n, t) => n + t.x.length, 0)""")
+    assert n_markers == int(page.get_attribute("#graph-plot", "data-nodes")) - 4
+    assert page.locator(".collapse-toggle[value='top4']").is_checked()
+    page.locator("#graph-plot").scroll_into_view_if_needed()
+    save(page, "collapsed-supernode")
+    # Unticking expands it again.
+    page.uncheck(".collapse-toggle[value='top4']")
+    page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
+        return gd && gd.data && !gd.data.some(d => d.name === 'supernodes'); }""")
+
+    # At 1024 px the panel opens as a drawer inside the viewport.
+    page.set_viewport_size({"width": 1024, "height": 800})
+    page.goto(url)
+    page.wait_for_selector(GRAPH)
+    p = centres(page)[0]
+    page.mouse.click(p["px"], p["py"])
+    page.wait_for_selector("#neuron-panel")
+    box = page.locator("#panel").bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + 40 < 800
+    assert box["x"] + box["width"] <= 1024 + 1
+    graph_width = page.locator("#graph-plot").bounding_box()["width"]
+    assert graph_width > 600  # the form column yielded width to the graph
+    save(page, "seed-1024-panel")
