@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 
 from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene
@@ -20,7 +19,8 @@ from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
 from app.routes.web.rendering import render_run
 from app.services.runs import label_owner, load_result, stored_run
 from app.store.runs import RunStore
-from app.store.tables import Run, Supernode
+from app.store.supernodes import SupernodeStore
+from app.store.tables import Run
 from frontend.graph import path_rows
 from frontend.views import graph_view, neuron_panel, nodes_csv, run_view
 
@@ -41,12 +41,9 @@ async def run_page(request: Request, run_id: str, runs: RunsDep, manager: Manage
 
 
 def run_supernodes(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
-    """The run's named groups as {"name", "members"} (read only: the supernodes store
-    owns writing them)."""
-    with runs.sessions() as s:
-        rows = s.scalars(select(Supernode).where(Supernode.run_id == run_id)
-                         .order_by(Supernode.created_at))
-        return [{"name": r.name, "members": list(r.members or [])} for r in rows]
+    """The run's named groups as {"name", "members"}, from the supernodes store."""
+    return [{"name": r.name, "members": list(r.members or [])}
+            for r in SupernodeStore(runs.sessions).listing(run_id)]
 
 
 def collapse_names(collapse: list[str]) -> set[str]:
