@@ -17,7 +17,6 @@ from tests.browser.test_circuit_browser import GRAPH, analyze_seed
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path("/work/wt/shots/graph")
 
 # Every node's pixel centre, from Plotly's own axes (page coordinates).
 NODE_CENTRES = """() => {
@@ -37,9 +36,9 @@ NODE_CENTRES = """() => {
 
 
 def save(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    shot(page, name)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    """The full page, and the viewport as the user sees it (``<name>-view.png``)."""
+    path = shot(page, name)
+    page.screenshot(path=str(path.with_name(f"{name}-view.png")), full_page=False)
 
 
 def centres(page) -> list[dict]:  # type: ignore[no-untyped-def]
