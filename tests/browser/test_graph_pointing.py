@@ -14,6 +14,7 @@ import pytest
 
 from tests.browser.conftest import shot
 from tests.browser.test_circuit_browser import GRAPH, analyze_seed
+from tests.conftest import SEED_PROMPT
 
 pytestmark = pytest.mark.browser
 
@@ -52,16 +53,35 @@ def centre_of(page, node_id: str) -> dict:  # type: ignore[no-untyped-def]
     return next(p for p in page.evaluate(NODE_CENTRES) if p["id"] == node_id)
 
 
-def test_every_node_of_the_seed_graph_opens_its_own_panel(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+def analyze_big(page, live_server: str) -> str:  # type: ignore[no-untyped-def]
+    """The seed prompt at tau 0.05 with a 200-node budget: the big graph of issue 14."""
+    page.goto(live_server + "/")
+    page.fill("#prompt", SEED_PROMPT)
+    page.fill("#answer_a", " aldosterone")
+    page.fill("#answer_b", " renin")
+    page.locator("details.settings summary").click()
+    page.fill("#tau", "0.05")
+    page.fill("#max_nodes", "200")
+    page.click("#analyze-btn")
+    page.wait_for_selector(GRAPH, timeout=180_000)
+    return str(page.url)
+
+
+@pytest.mark.parametrize("graph", ["seed", "200-node"])
+def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, graph: str) -> None:  # type: ignore[no-untyped-def]
     page.set_viewport_size({"width": 1440, "height": 1000})
-    url = analyze_seed(page, live_server)
+    url = (analyze_seed if graph == "seed" else analyze_big)(page, live_server)
     # Time to first paint of the stored run's page (no compute): navigation to drawn graph.
     page.goto(url)
     page.wait_for_selector(GRAPH)
     paint = page.evaluate("performance.now()")
-    save(page, "seed-1440")
+    save(page, f"{graph}-1440")
     points = centres(page)
     assert len(points) == int(page.get_attribute("#graph-plot", "data-nodes")) > 10
+    if graph == "200-node":
+        assert len(points) == 200
+        caption = page.locator("#graph-view").inner_text()
+        print(f"\n[graph] 200-node run caption: {caption.splitlines()[0][:200]}")
     # No two markers overlap: centres are farther apart than their radii add up to.
     for i, p in enumerate(points):
         for q in points[i + 1:]:
@@ -91,7 +111,8 @@ def test_every_node_of_the_seed_graph_opens_its_own_panel(page, live_server: str
         assert f"at position {p['position']}" in page.locator("#neuron-panel h3").inner_text()
     hover_ms.sort()
     click_ms.sort()
-    print(f"\n[timing] seed graph, {len(points)} nodes: permalink to first paint {paint:.0f} ms; "
+    print(f"\n[timing] {graph} graph, {len(points)} nodes: permalink to first paint "
+          f"{paint:.0f} ms; "
           f"hover median {hover_ms[len(hover_ms) // 2]:.0f} ms (max {hover_ms[-1]:.0f}); "
           f"click to highlight median {click_ms[len(click_ms) // 2]:.0f} ms "
           f"(max {click_ms[-1]:.0f}); from the input event's dispatch, in page time")

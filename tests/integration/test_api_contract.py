@@ -9,7 +9,10 @@ trains. Two documented allowances, both limits the schema cannot state:
   depends on the model's tokenizer; the model's queue may be full), and 422 on
   ``/intervene``, whose edits name layers and neurons of the chosen model;
 - ``/jobs/import-yaml`` takes the seeds' YAML file, whose rules (a mapping with known keys)
-  are not one JSON Schema, so it is not held to "schema-valid is accepted".
+  are not one JSON Schema, so it is not held to "schema-valid is accepted"; nor is
+  ``/corpora``, whose file must be UTF-8 text with non-blank lines (or JSONL objects);
+- ``/neurons/{layer}/{neuron}/describe`` answers 422 when the operator configured no LLM
+  endpoint (this app has none).
 Deterministic and bounded: about a minute on 2 cores."""
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ checks.positive_data_acceptance.expected-statuses = [
 [[operations]]
 include-path = "/api/v1/jobs/import-yaml"
 checks.positive_data_acceptance.enabled = false
+[[operations]]
+include-path = "/api/v1/corpora"
+checks.positive_data_acceptance.enabled = false
+[[operations]]
+include-path-regex = "/describe$"
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "401", "403", "404", "413", "422", "429", "503"]
 """
 
 

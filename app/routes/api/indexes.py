@@ -3,7 +3,7 @@ in the shared queue), list them, and search neurons by what their exemplars say.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
@@ -32,8 +32,8 @@ def index_json(row: NeuronIndex) -> dict[str, Any]:
 class BuildIndexRequest(BaseModel):
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN,
                               description="Default: the server's default model.")
-    corpus: Literal["default"] | str = Field(
-        "default", max_length=64,
+    corpus: str = Field(
+        "default", max_length=64, pattern=r"^(default|[0-9a-f]{16,64})$",
         description="'default' (the built-in WordNet sample) or the key /corpora returned.")
     top_k: int = Field(20, ge=1, le=100, description="Top exemplars kept per neuron.")
 
