@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from analysis.embedded import converted_dir, ensure_converted, is_converted
 from analysis.predict import predict
 from analysis.prompts import PromptSpec, in_format
-from analysis.screening import ScreenItem, screen
+from analysis.screening import ScreenItem, ScreenOptions, screen
 from tests.conftest import CACHE_DIR, DEFAULT_MODEL, GEMMA, SEED_PROMPT
 
 pytestmark = pytest.mark.integration
@@ -103,9 +103,15 @@ def test_screening_flags_the_seed_prompt(embedded_lm) -> None:  # type: ignore[n
 
 
 def test_screening_on_gemma_skips_filler(gemma_lm) -> None:  # type: ignore[no-untyped-def]
-    seed = screen(gemma_lm, [ScreenItem(prompt=SEED_PROMPT, answer="aldosterone")]).rows[0]
-    assert seed.wrong and seed.target and seed.top1.text == " renin"
+    # The model-asked filler rule skips " the" (Gemma goes on to an answer after it) but
+    # not " " or " called", so " aldosterone" counts at rank 6 - outside the default
+    # top-5, inside a top-10 screen.
+    item = [ScreenItem(prompt=SEED_PROMPT, answer="aldosterone")]
+    seed = screen(gemma_lm, item).rows[0]
+    assert seed.wrong and not seed.target and seed.top1.text == " renin"
     assert [s.text for s in seed.skipped] == [" the"]  # filler skipped, and said so
+    wider = screen(gemma_lm, item, ScreenOptions(top_k=10)).rows[0]
+    assert wider.wrong and wider.target
 
 
 @pytest.fixture(scope="module")
