@@ -26,10 +26,12 @@ from typing import Literal
 import torch
 from pydantic import BaseModel
 
-FIRST_POSITION_FACTOR = 100.0
+# The index's rule (analysis/neurons/always_on.py) uses the same factor and share.
+from analysis.neurons.always_on import DENSE_FRACTION as EVERY_TOKEN_SHARE
+from analysis.neurons.always_on import FIRST_POSITION_FACTOR
+
 FIRST_POSITION_ISOLATION = 10.0
 EVERY_TOKEN_FACTOR = 50.0
-EVERY_TOKEN_SHARE = 0.9
 EVERY_TOKEN_MIN_POSITIONS = 4
 
 

@@ -21,14 +21,15 @@ from analysis.models import ModelSpec, load_model
 from app.store.indexes import BUILDING, READY, IndexStore
 from app.store.jobs import SUCCEEDED, JobStore
 
-INDEXES_DIR = "indexes"
 CORPORA_DIR = "corpora"
 LOG_EVERY_S = 10.0
 
 
 def index_path(model: str, corpus_key: str) -> str:
-    """Where an index lives, relative to the data directory."""
-    return f"{INDEXES_DIR}/{model}/{corpus_key[:16]}"
+    """Where an index lives, relative to the data directory (the CLI's default too)."""
+    from analysis.neurons.index import default_index_dir
+
+    return default_index_dir(Path("."), model, corpus_key).as_posix()
 
 
 def load_job_corpus(config: dict[str, Any], data_dir: Path) -> Any:

@@ -177,9 +177,7 @@ class IndexService:
 
 
 def check_neuron(reader: Any, layer: int, neuron: int) -> None:
-    meta = reader.meta
-    n_layers = int(meta["n_layers"]) if isinstance(meta, dict) else int(meta.n_layers)
-    n_neurons = int(meta["n_neurons"]) if isinstance(meta, dict) else int(meta.n_neurons)
+    n_layers, n_neurons = reader.meta.n_layers, reader.meta.n_neurons
     if not 0 <= layer < n_layers:
         raise InputError(f"layer must be between 0 and {n_layers - 1}", field="layer")
     if not 0 <= neuron < n_neurons:
@@ -213,3 +211,12 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
     found = concept_candidates(result, n_layers, logit_lens=lens, exemplars=exemplars,
                                describe=describe, limit=limit)
     return found, row
+
+
+def promoted_tokens(lm: Any, layer: int, neuron: int) -> list[str]:
+    """The tokens a neuron's output promotes (logit lens), best first."""
+    from analysis.attribution.describe import check_model_neuron, describe_neuron
+
+    check_model_neuron(lm.model, layer, neuron)
+    return [t.token or "" for t in describe_neuron(lm.model, lm.tokenizer, layer, neuron,
+                                                    top_k=10).promotes]

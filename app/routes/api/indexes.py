@@ -13,7 +13,7 @@ from analysis.errors import InputError
 from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import NAME_PATTERN
-from app.services.indexes import run_candidates
+from app.services.indexes import promoted_tokens, run_candidates
 from app.services.runs import load_result, stored_run
 from app.store.tables import NeuronIndex
 
@@ -112,15 +112,13 @@ async def llm_describe_route(layer: int, neuron: int, indexes: IndexesDep,
                              ) -> dict[str, Any]:
     """Write (and store, source "llm") a description from the neuron's exemplars through
     the operator's OpenAI-compatible endpoint; 422 when none is configured."""
-    from app.routes.web.neurons import _promotes
-
     endpoint = settings.llm_describer
     if endpoint is None:
         raise InputError("no LLM endpoint is configured (CIRCUITLAB_LLM_DESCRIBER__URL "
                          "and __MODEL)")
     name = model or settings.default_model
     base = manager.spec(name).base
-    promotes = await manager.run(name, lambda lm: _promotes(lm, layer, neuron))
+    promotes = await manager.run(name, lambda lm: promoted_tokens(lm, layer, neuron))
     await run_in_threadpool(indexes.llm_description, name, base, layer, neuron, endpoint,
                             promotes)
     row, _ = indexes.index_for(name, base)

@@ -3,7 +3,7 @@ exemplar indexes (build, progress) and a search over their descriptions."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
@@ -21,7 +21,7 @@ from app.deps import (
     templates_of,
 )
 from app.schemas import NAME_PATTERN
-from app.services.indexes import run_candidates
+from app.services.indexes import promoted_tokens, run_candidates
 from app.services.jobs import job_or_404
 from app.services.runs import load_result, stored_run
 from app.store.indexes import BUILDING, QUEUED
@@ -70,18 +70,11 @@ async def llm_describe_neuron(
     if endpoint is None:
         raise InputError("no LLM endpoint is configured (CIRCUITLAB_LLM_DESCRIBER__URL "
                          "and __MODEL); the data-only description needs none")
-    promotes = await manager.run(model, lambda lm: _promotes(lm, layer, neuron))
+    promotes = await manager.run(model, lambda lm: promoted_tokens(lm, layer, neuron))
     await run_in_threadpool(indexes.llm_description, model, _base_of(manager, model),
                             layer, neuron, endpoint, promotes)
     return await _meaning(request, manager, indexes, labels, settings, model, layer, neuron)
 
-
-def _promotes(lm: Any, layer: int, neuron: int) -> list[str]:
-    from analysis.attribution.describe import check_model_neuron, describe_neuron
-
-    check_model_neuron(lm.model, layer, neuron)
-    return [t.token or "" for t in describe_neuron(lm.model, lm.tokenizer, layer, neuron,
-                                                    top_k=10).promotes]
 
 
 def _indexes_context(manager: ManagerDep, settings: SettingsDep,
