@@ -96,6 +96,9 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
         new MutationObserver(() => { window.__selected = {id: gd.dataset.selected,
             t: performance.now()}; }).observe(gd, {attributeFilter: ['data-selected']}); }""")
     for p in points:
+        # Plotly reads two clicks within its 300 ms double-click window as one double
+        # click (no selection): pace the clicks as a person would.
+        page.wait_for_timeout(350)
         p = centre_of(page, p["id"])
         start = page.evaluate("performance.now()")
         page.mouse.move(p["px"], p["py"])
