@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,6 +29,18 @@ if TYPE_CHECKING:  # no runtime import: analysis.attribution imports this module
 _WRAPPERS: weakref.WeakKeyDictionary[torch.nn.Module, Any] = weakref.WeakKeyDictionary()
 _PATHS: weakref.WeakKeyDictionary[torch.nn.Module, dict[int, str]] = (
     weakref.WeakKeyDictionary())
+# A model on NDIF: its causal LM module (meta weights; local ones in the simulation).
+_REMOTE: weakref.WeakKeyDictionary[torch.nn.Module, RemoteAccess] = (
+    weakref.WeakKeyDictionary())
+
+
+
+def attach_remote(module: torch.nn.Module, remote: RemoteAccess) -> None:
+    """Route this causal LM's traced forwards through NDIF (or its simulation): the
+    same trace code then runs on the server against the model the request names."""
+    _REMOTE[module] = remote
+    _WRAPPERS[module] = remote.wrapper
+
 
 NodePatch = Callable[[int, torch.Tensor], torch.Tensor | None]
 
@@ -57,25 +70,56 @@ def envoy(root: torch.nn.Module, module: torch.nn.Module) -> Any:
     return handle
 
 
-def patched_hidden(
+@dataclass
+class LastPosition:
+    """What a traced forward gives at the prompt's last position, one row per condition:
+    the final-normed residual for a local model (the metric then needs only two rows of
+    the unembedding), or the logits themselves for a model on NDIF, whose unembedding is
+    not here (see ``analysis.attribution.core.last_metric_logits``)."""
+
+    hidden: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def _trace_root(adapter: ArchAdapter, input_ids: Sequence[int], rows: int
+                ) -> tuple[torch.nn.Module, dict[str, Any], bool]:
+    """Where a forward of ``rows`` copies of the prompt is traced, and with what.
+
+    Local: the decoder stack, fed embeddings (the output is the final-normed residual).
+    NDIF (or its simulation): the whole causal LM through its remote wrapper, fed token
+    ids - the embedding and the unembedding are on the server - keeping only the last
+    position's logits."""
+    ids = torch.tensor([list(input_ids)], dtype=torch.long)
+    remote = _REMOTE.get(adapter.model)
+    if remote is None:
+        base = adapter.base()
+        embeds = adapter.embed(ids.to(adapter.input_device)).expand(rows, -1, -1)
+        return base, {"inputs_embeds": embeds, "use_cache": False}, False
+    return adapter.model, {"input_ids": ids.expand(rows, -1), "use_cache": False,
+                           "logits_to_keep": 1, **remote.trace_kwargs()}, True
+
+
+def _last(root: torch.nn.Module, remote: bool) -> Any:
+    """The traced output to save: last-position logits (NDIF) or residual (local)."""
+    out = traced(root).output
+    return out.logits[:, -1] if remote else out.last_hidden_state[:, -1]
+
+
+def patched_last(
     adapter: ArchAdapter, input_ids: Sequence[int], rows: int, patch: NodePatch
-) -> torch.Tensor:
+) -> LastPosition:
     """One forward of ``rows`` copies of the prompt in which every layer's node values
     ``[rows, seq, n_neurons]`` go through ``patch(layer, values)`` (None keeps them);
-    later layers see the result. Returns the final-normed residual at the last position,
-    ``[rows, d_model]``."""
-    base = adapter.base()
-    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
-    with torch.no_grad():
-        embeds = adapter.embed(ids).expand(rows, -1, -1)
-        with traced(base).trace(inputs_embeds=embeds, use_cache=False):
-            for layer in range(adapter.n_layers):
-                down = envoy(base, adapter.mlp(layer).down)
-                values = patch(layer, down.input)
-                if values is not None:
-                    down.input = values
-            hidden = traced(base).output.last_hidden_state[:, -1].save()
-    return hidden
+    later layers see the result. Runs here or on NDIF alike."""
+    root, kwargs, remote = _trace_root(adapter, input_ids, rows)
+    with torch.no_grad(), traced(root).trace(**kwargs):
+        for layer in range(adapter.n_layers):
+            down = envoy(root, adapter.mlp(layer).down)
+            values = patch(layer, down.input)
+            if values is not None:
+                down.input = values
+        last = _last(root, remote).save()
+    return LastPosition(logits=last) if remote else LastPosition(hidden=last)
 
 
 def node_values(adapter: ArchAdapter, input_ids: Sequence[int], layer: int,
@@ -99,38 +143,32 @@ def _first(value: Any) -> torch.Tensor:
 def record_outputs(adapter: ArchAdapter, input_ids: Sequence[int],
                    modules: Sequence[torch.nn.Module]) -> list[torch.Tensor]:
     """The outputs (first element, batch row 0) of ``modules``, listed in the order the
-    forward runs them, for the prompt."""
-    base = adapter.base()
-    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
+    forward runs them, for the prompt. Runs here or on NDIF alike."""
+    root, kwargs, _ = _trace_root(adapter, input_ids, 1)
     saved: list[torch.Tensor] = []
-    with torch.no_grad():
-        embeds = adapter.embed(ids)
-        with traced(base).trace(inputs_embeds=embeds, use_cache=False):
-            for module in modules:
-                saved.append(_first(envoy(base, module).output)[0].detach().clone().save())
+    with torch.no_grad(), traced(root).trace(**kwargs):
+        for module in modules:
+            saved.append(_first(envoy(root, module).output)[0].detach().clone().save())
     return saved
 
 
-def replaced_outputs_hidden(
+def replaced_outputs_last(
     adapter: ArchAdapter, input_ids: Sequence[int], rows: int,
     replacements: Sequence[tuple[torch.nn.Module, list[int], torch.Tensor]],
-) -> torch.Tensor:
+) -> LastPosition:
     """One forward of ``rows`` copies of the prompt in which each (module, rows, value)
     replaces that module's output in those rows (listed in forward order; a module may
-    appear once). Returns the final-normed residual at the last position."""
-    base = adapter.base()
-    ids = torch.tensor([list(input_ids)], device=adapter.input_device)
-    with torch.no_grad():
-        embeds = adapter.embed(ids).expand(rows, -1, -1)
-        with traced(base).trace(inputs_embeds=embeds, use_cache=False):
-            for module, at, value in replacements:
-                handle = envoy(base, module)
-                out = handle.output
-                h = _first(out).clone()
-                h[at] = value.to(h.device, h.dtype)
-                handle.output = (h, *out[1:]) if isinstance(out, tuple) else h
-            hidden = traced(base).output.last_hidden_state[:, -1].save()
-    return hidden
+    appear once). Runs here or on NDIF alike."""
+    root, kwargs, remote = _trace_root(adapter, input_ids, rows)
+    with torch.no_grad(), traced(root).trace(**kwargs):
+        for module, at, value in replacements:
+            handle = envoy(root, module)
+            out = handle.output
+            h = _first(out).clone()
+            h[at] = value.to(h.device, h.dtype)
+            handle.output = (h, *out[1:]) if isinstance(out, tuple) else h
+        last = _last(root, remote).save()
+    return LastPosition(logits=last) if remote else LastPosition(hidden=last)
 
 
 # ---------------------------------------------------------------------------------------

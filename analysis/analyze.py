@@ -119,8 +119,8 @@ def intervene_on_prompt(
     limits: Limits | None = None,
     circuit_limits: CircuitLimits | None = None,
 ) -> InterventionResult:
-    """Re-run a prompt with neurons zeroed or scaled; new top-k and m beside the old."""
-    lm.require_local("an intervention")
+    """Re-run a prompt with neurons zeroed or scaled; new top-k and m beside the old.
+    One traced forward, so it runs on NDIF-hosted models too."""
     limits = limits or Limits()
     circuit_limits = circuit_limits or CircuitLimits()
     limits.check_top_k(top_k)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from analysis.access import RemoteAccess
+from analysis.access import RemoteAccess, attach_remote
 from analysis.embedded import DEFAULT_EMBEDDED, EMBEDDED, embedded, ensure_converted
 from analysis.errors import InputError, UnknownModel
 from analysis.lora import LoraOverlay, load_overlay
@@ -152,12 +152,13 @@ class LoadedModel:
     remote: RemoteAccess | None = None
 
     def require_local(self, what: str) -> None:
-        """Refuse work that needs the weights here (gradients, patched traces)."""
+        """Refuse work that needs the weights here (gradients, the logit lens, training)."""
         if self.remote is not None:
             raise InputError(
-                f"{self.name!r} runs on NDIF, where circuitlab runs predictions and "
-                f"screening; {what} needs gradients or patched traces on activations, "
-                "which is the next step for remote models. Register a local copy to run it.",
+                f"{self.name!r} runs on NDIF, where circuitlab runs predictions, "
+                f"screening, interventions and layer patching; {what} needs gradients or "
+                "local weights, which is the next step for remote models. Register a local "
+                "copy to run it.",
                 field="model")
 
     @property
@@ -290,13 +291,15 @@ def load_remote(spec: ModelSpec, cache_dir: Path) -> LoadedModel:
         wrapper.tokenizer.chat_template = spec.chat_template
     if wrapper.tokenizer.pad_token_id is None:
         wrapper.tokenizer.pad_token = wrapper.tokenizer.eos_token
+    remote = RemoteAccess(wrapper, simulate=spec.ndif_simulate, host=spec.ndif_host,
+                          api_key_env=spec.ndif_api_key_env)
+    attach_remote(wrapper._module, remote)
     return LoadedModel(
         spec=spec, model=wrapper._module, tokenizer=wrapper.tokenizer, device="ndif",
         dtype=str(wrapper._module.dtype).removeprefix("torch."),
         revision=hashlib.sha256(f"ndif:{spec.hf_id}".encode()).hexdigest()[:12],
         load_seconds=time.perf_counter() - started,
-        remote=RemoteAccess(wrapper, simulate=spec.ndif_simulate, host=spec.ndif_host,
-                            api_key_env=spec.ndif_api_key_env),
+        remote=remote,
     )
 
 

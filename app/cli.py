@@ -333,6 +333,58 @@ def compare(
 
 
 @cli.command()
+def patch(
+    prompt: Annotated[str, typer.Argument(help="The prompt text.")],
+    base: Annotated[str, typer.Option("--base", help="The model patched into.")],
+    variant: Annotated[str, typer.Option("--variant",
+                                         help="The model whose layers are patched in.")],
+    contrastive: Annotated[tuple[str, str], typer.Option(
+        "--contrastive", help='Answers A (right) and B (wrong): --contrastive " aldosterone" '
+                              '" renin"')],
+    chat_template: ChatOpt = False,
+    system_prompt: SystemOpt = None,
+    answer_prefix: PrefixOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Layer patching between two models of one architecture, without a circuit: the
+    share of the change in m that each layer's MLP output and residual stream carry.
+    Runs on models NDIF hosts too."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from analysis.comparison.patching import LayerShare
+    from app.schemas import PatchingBody
+    from app.services import build_services
+    from app.services.compare import run_patching
+
+    settings = _settings()
+    services = build_services(settings)
+    try:
+        body = PatchingBody(base=base, variant=variant, prompt=prompt,
+                            chat_template=chat_template, system_prompt=system_prompt,
+                            answer_prefix=answer_prefix, answer_a=contrastive[0],
+                            answer_b=contrastive[1])
+        shares = run_patching(body, services.manager, settings)
+    except CircuitlabError as exc:
+        _fail(exc)
+        return
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(CircuitlabError(first["msg"], field=".".join(map(str, first["loc"]))))
+        return
+    if as_json:
+        typer.echo(TypeAdapter(list[LayerShare]).dump_json(shares).decode())
+        return
+
+    def pct(x: float | None) -> str:
+        return "   n/a" if x is None else f"{100 * x:5.0f}%"
+
+    typer.echo("layer   m (MLP patched)  share   m (residual patched)  share")
+    for row in shares:
+        typer.echo(f"{row.layer:5d}   {row.m_mlp:15.3f}  {pct(row.mlp_share)}   "
+                   f"{row.m_residual:20.3f}  {pct(row.residual_share)}")
+
+
+@cli.command()
 def index(
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     corpus: Annotated[Path | None, typer.Option(

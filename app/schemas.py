@@ -177,6 +177,21 @@ class CompareBody(PromptSpec, CircuitSettings, NumbersNotBooleans):
                                                         "prompts with expected answers.")
 
 
+class PatchingBody(PromptSpec, NumbersNotBooleans):
+    """Layer patching between two registered models of one architecture, without a
+    circuit (so it also runs on models NDIF hosts); the prompt with its format, flat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(max_length=64, pattern=NAME_PATTERN,
+                      description="The model patched into.")
+    variant: str = Field(max_length=64, pattern=NAME_PATTERN,
+                         description="The model whose layers are patched in.")
+    answer_a: str = Field(min_length=1, max_length=200,
+                          description="The right answer (m pushes towards it).")
+    answer_b: str | None = Field(None, max_length=200, description="The wrong answer.")
+
+
 def prompt_spec(body: BaseModel) -> PromptSpec:
     """The analysis layer's prompt model from a request that inherits its fields."""
     return PromptSpec.of(body)

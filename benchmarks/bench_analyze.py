@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_attribution import bare_fwd_bwd, load_embedded, median_times  # noqa: E402
 
-from analysis.access import patched_hidden  # noqa: E402
+from analysis.access import patched_last  # noqa: E402
 from analysis.attribution import (  # noqa: E402
     CircuitSettings,
     NeuronEdit,
@@ -98,7 +98,7 @@ def bench_access(name: str, device: str, reps: int) -> None:
         "bare forward, 2 rows": lambda: bare(2),
         "intervene (nnsight)": lambda: intervene(model, None, ids, edits, a, b),
         "bare forward, 6 rows": lambda: bare(6),
-        "6-row patched (nnsight)": lambda: patched_hidden(
+        "6-row patched (nnsight)": lambda: patched_last(
             adapter, ids, 6, lambda layer, h: torch.where(h > 1e9, 0.0, h)),
     }
     times = median_times(fns, reps, device)

@@ -61,6 +61,7 @@ from typing import Literal, get_args
 
 import torch
 
+from analysis.access import LastPosition
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.hooks import instrument
 from analysis.attribution.linearize import upcast
@@ -218,6 +219,25 @@ def full_last_logits(adapter: ArchAdapter, hidden_last: torch.Tensor) -> torch.T
     z = upcast(head(hidden_last.to(head.weight.device)))
     cap = adapter.logit_softcap()
     return torch.tanh(z / cap) * cap if cap is not None else z
+
+
+def last_metric_logits(adapter: ArchAdapter, last: LastPosition, target_a: int,
+                       target_b: int | None) -> torch.Tensor:
+    """Logits of A (and B) ``[rows, k]`` from a traced forward's last position, whether
+    it ran here (the residual) or on NDIF (the logits, soft-cap already applied)."""
+    if last.logits is None:
+        assert last.hidden is not None
+        return metric_logits(adapter, last.hidden, target_a, target_b)
+    rows = [target_a] if target_b is None else [target_a, target_b]
+    return upcast(last.logits[:, rows])
+
+
+def last_full_logits(adapter: ArchAdapter, last: LastPosition) -> torch.Tensor:
+    """All-vocabulary logits from a traced forward's last position (here or on NDIF)."""
+    if last.logits is None:
+        assert last.hidden is not None
+        return full_last_logits(adapter, last.hidden)
+    return upcast(last.logits)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 One batched forward serves several conditions (one row each); ``patch(layer, h)`` gets
 the layer's node activations ``[rows, seq, n_neurons]`` and returns what the MLP should
 use instead. Downstream activations are recomputed, so effects propagate. The forward is
-an nnsight trace (``analysis.access.patched_hidden``).
+an nnsight trace (``analysis.access.patched_last``), here or on NDIF.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
-from analysis.access import patched_hidden
+from analysis.access import patched_last
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.core import (
     Attribution,
     as_id_list,
     check_targets,
     decode_tokens,
-    full_last_logits,
+    last_full_logits,
+    last_metric_logits,
     metric_from_logits,
-    metric_logits,
 )
 from analysis.attribution.results import Faithfulness, Node, TokenProb
 from analysis.errors import InputError
@@ -78,8 +78,9 @@ def faithfulness(
         fill = 0.0 if mode == "zero" else means[layer].to(h.device, h.dtype)
         return torch.where(masks, fill, h)
 
-    hidden = patched_hidden(adapter, attr.input_ids, 6, patch)
-    m = metric_from_logits(metric_logits(adapter, hidden, attr.target_a, attr.target_b)).tolist()
+    last = patched_last(adapter, attr.input_ids, 6, patch)
+    m = metric_from_logits(last_metric_logits(adapter, last, attr.target_a,
+                                              attr.target_b)).tolist()
     clean, without, without_a, without_b, only, none = m
     denom = clean - none
     infl_a = sum(n.influence for n in nodes if n.influence > 0)
@@ -124,8 +125,8 @@ def ablated_metric(
             h[:, pos, neuron] = fill
         return h
 
-    hidden = patched_hidden(adapter, input_ids, 1, patch)
-    return float(metric_from_logits(metric_logits(adapter, hidden, target_a, target_b))[0])
+    last = patched_last(adapter, input_ids, 1, patch)
+    return float(metric_from_logits(last_metric_logits(adapter, last, target_a, target_b))[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,8 +214,8 @@ def intervene(
         factor = torch.stack([torch.ones_like(scales[layer]), scales[layer]])
         return h * factor.to(h.device, h.dtype)
 
-    hidden = patched_hidden(adapter, ids, 2, patch)
-    logits = full_last_logits(adapter, hidden)
+    last = patched_last(adapter, ids, 2, patch)
+    logits = last_full_logits(adapter, last)
     probs = logits.softmax(-1)
     result = InterventionResult(
         edits=parsed,
@@ -224,8 +225,7 @@ def intervene(
         top_after=_top(tokenizer, logits[1], probs[1], top_k),
     )
     if target_a is not None:
-        z = metric_logits(adapter, hidden, target_a, target_b)
-        m = metric_from_logits(z)
+        m = metric_from_logits(last_metric_logits(adapter, last, target_a, target_b))
         result.m_before, result.m_after = float(m[0]), float(m[1])
         result.prob_a_before = float(probs[0, target_a])
         result.prob_a_after = float(probs[1, target_a])

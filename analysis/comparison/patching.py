@@ -6,13 +6,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from analysis.access import record_outputs, replaced_outputs_hidden
+from analysis.access import forward_logits, record_outputs, replaced_outputs_last
+from analysis.answers import resolve_contrast
 from analysis.attribution import CircuitResult
 from analysis.attribution.adapters import get_adapter
-from analysis.attribution.core import metric_from_logits, metric_logits
+from analysis.attribution.core import last_metric_logits, metric_from_logits
+from analysis.errors import InputError
 from analysis.models import LoadedModel
+from analysis.prompts import PromptSpec, format_prompt
 
 if TYPE_CHECKING:  # the two-phase run imports this module
     from analysis.comparison.run import Observation
@@ -44,12 +47,19 @@ def record_layers(lm: LoadedModel, input_ids: list[int]) -> dict[str, torch.Tens
 
 def patch_layers(lm: LoadedModel, circuit: CircuitResult,
                  tuned: Observation) -> list[LayerShare]:
+    """The comparison's patching step: the variant's recorded layers into the base."""
+    return layer_shares(lm, circuit.input_ids, circuit.target_a, circuit.target_b,
+                        circuit.m, tuned.circuit.m, tuned.recorded)
+
+
+def layer_shares(lm: LoadedModel, input_ids: list[int], target_a: int,
+                 target_b: int | None, m_base: float, m_tuned: float,
+                 recorded: dict[str, torch.Tensor]) -> list[LayerShare]:
     """For each layer, the base's m with that layer's MLP output (and, separately, its
-    output residual stream) replaced by the variant's. Batched: one row per condition."""
+    output residual stream) replaced by the variant's ``recorded`` ones. Batched: one
+    row per condition. Runs here or on NDIF alike."""
     adapter = get_adapter(lm.model)
     n = adapter.n_layers
-    recorded = tuned.recorded
-    m_base, m_tuned = circuit.m, tuned.circuit.m
     conditions = [("mlp", layer) for layer in range(n)] + [("residual", layer)
                                                           for layer in range(n)]
     results: dict[tuple[str, int], float] = {}
@@ -63,9 +73,9 @@ def patch_layers(lm: LoadedModel, circuit: CircuitResult,
                     module = (adapter.mlp_output_module(layer) if where == "mlp"
                               else adapter.layers()[layer])
                     replacements.append((module, rows, recorded[where][layer]))
-        hidden = replaced_outputs_hidden(adapter, circuit.input_ids, len(chunk), replacements)
-        m = metric_from_logits(metric_logits(adapter, hidden, circuit.target_a,
-                                             circuit.target_b)).tolist()
+        last = replaced_outputs_last(adapter, input_ids, len(chunk), replacements)
+        m = metric_from_logits(last_metric_logits(adapter, last, target_a,
+                                                  target_b)).tolist()
         results.update(zip(chunk, m, strict=True))
     delta = m_tuned - m_base
 
@@ -77,3 +87,60 @@ def patch_layers(lm: LoadedModel, circuit: CircuitResult,
                        mlp_share=share(results[("mlp", layer)]),
                        residual_share=share(results[("residual", layer)]))
             for layer in range(n)]
+
+
+class PatchSource(BaseModel):
+    """The variant's side of a circuit-free layer patching: the prompt's tokens, the
+    answers, its m and its recorded layers (tensors stay in memory only)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    input_ids: list[int]
+    target_a: int
+    target_b: int | None
+    m: float
+    recorded: dict[str, torch.Tensor]
+
+
+def _m(lm: LoadedModel, ids: list[int], a: int, b: int | None) -> float:
+    logits = forward_logits(lm, [ids], 1)[:, -1]
+    return float(metric_from_logits(logits[:, [a] if b is None else [a, b]])[0])
+
+
+def record_source(variant: LoadedModel, prompt: PromptSpec, answer_a: str,
+                  answer_b: str | None = None,
+                  max_prompt_tokens: int | None = None) -> PatchSource:
+    """Phase 1 of :func:`patch_between`, on the variant."""
+    ids = list(format_prompt(variant.tokenizer, prompt, max_prompt_tokens).input_ids)
+    ta, tb = resolve_contrast(variant.tokenizer, answer_a, answer_b)
+    a, b = ta.token_id, (tb.token_id if tb else None)
+    return PatchSource(input_ids=ids, target_a=a, target_b=b, m=_m(variant, ids, a, b),
+                       recorded=record_layers(variant, ids))
+
+
+def patch_from(base: LoadedModel, source: PatchSource, prompt: PromptSpec,
+               max_prompt_tokens: int | None = None) -> list[LayerShare]:
+    """Phase 2 of :func:`patch_between`, on the base."""
+    ids = list(format_prompt(base.tokenizer, prompt, max_prompt_tokens).input_ids)
+    if ids != source.input_ids:
+        raise InputError("the two models tokenize the prompt differently; layer patching "
+                         "needs the same tokens", field="variant")
+    adapter = get_adapter(base.model)
+    shape = tuple(source.recorded["residual"].shape)
+    if shape != (adapter.n_layers, len(ids), adapter.d_model):
+        raise InputError(f"the variant's layers {shape[0]} x d_model {shape[-1]} do not "
+                         f"match the base's {adapter.n_layers} x {adapter.d_model}",
+                         field="variant")
+    a, b = source.target_a, source.target_b
+    return layer_shares(base, ids, a, b, _m(base, ids, a, b), source.m, source.recorded)
+
+
+def patch_between(base: LoadedModel, variant: LoadedModel, prompt: PromptSpec,
+                  answer_a: str, answer_b: str | None = None,
+                  max_prompt_tokens: int | None = None) -> list[LayerShare]:
+    """Layer patching between two models of one architecture without a circuit: m on
+    each, the variant's layers recorded, then patched into the base layer by layer.
+    Nothing here needs gradients, so it runs on models NDIF hosts (e.g. a base model and
+    its instruct tune) as well as on local ones."""
+    source = record_source(variant, prompt, answer_a, answer_b, max_prompt_tokens)
+    return patch_from(base, source, prompt, max_prompt_tokens)

@@ -29,10 +29,11 @@ from analysis.comparison import (
     variant_weights_dir,
     with_cut,
 )
+from analysis.comparison.patching import LayerShare, patch_from, record_source
 from analysis.errors import InputError, NotFound, UnknownModel
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
-from app.schemas import CompareBody
+from app.schemas import CompareBody, PatchingBody
 from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.runs import RunStore
@@ -188,3 +189,23 @@ def prompt_set_text(items: list[dict[str, Any]]) -> str:
 
 PROMPT_SET_HELP = ("one prompt per line: kind | prompt | expected answer | wrong answer "
                    "(kind: generalization or side_effect; the wrong answer may be left out)")
+
+
+def run_patching(body: PatchingBody, manager: ModelManager,
+                 settings: Settings) -> list[LayerShare]:
+    """Circuit-free layer patching: the variant's layers recorded (one piece of model
+    work), then patched into the base (another). Nothing is stored: it is a few numbers
+    per layer, recomputed in seconds."""
+    for role in ("base", "variant"):
+        try:
+            manager.spec(getattr(body, role))
+        except UnknownModel as exc:
+            raise UnknownModel(str(exc), field=role) from exc
+    if body.base == body.variant:
+        raise InputError("patching a model into itself changes nothing; pick two models",
+                         field="variant")
+    prompt = PromptSpec.of(body)
+    limit = settings.circuit_limits.max_prompt_tokens
+    source = manager.run_sync(body.variant, lambda lm: record_source(
+        lm, prompt, body.answer_a, body.answer_b or None, limit))
+    return manager.run_sync(body.base, lambda lm: patch_from(lm, source, prompt, limit))

@@ -13,11 +13,13 @@ import pytest
 
 from analysis.analyze import CircuitRequest, analyze, intervene_on_prompt
 from analysis.attribution import NeuronEdit
+from analysis.comparison.patching import patch_between
 from analysis.errors import InputError
 from analysis.models import ModelSpec, load_model
 from analysis.predict import predict
 from analysis.prompts import PromptSpec
 from analysis.screening import ScreenItem, screen
+from tests.tiny_checkpoints import save_tiny_checkpoint
 
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
 
@@ -49,15 +51,55 @@ def test_predict_and_screen_through_the_simulated_remote_path(simulated, tiny_lm
             ref.top1.token_id, ref.correct_rank, ref.target)
 
 
+def test_an_intervention_through_the_simulated_remote_path(simulated, tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    """The neuron edits are shipped with the trace (by value: the server does not have
+    circuitlab) and change the same numbers they change on the local model."""
+    edits = [NeuronEdit(layer=0, neuron=3), NeuronEdit(layer=1, neuron=7, scale=4.0),
+             NeuronEdit(layer=1, neuron=2, scale=-1.0, positions=[0, 2])]
+    spec = PromptSpec(prompt=PROMPT)
+    remote = intervene_on_prompt(simulated, spec, edits, " aldosterone", " renin", top_k=5)
+    local = intervene_on_prompt(tiny_lms["llama"], spec, edits, " aldosterone", " renin",
+                                top_k=5)
+    assert remote.m_before is not None and remote.m_after is not None
+    assert local.m_before is not None and local.m_after is not None
+    assert remote.m_before == pytest.approx(local.m_before, abs=1e-4)
+    assert remote.m_after == pytest.approx(local.m_after, abs=1e-4)
+    assert abs(local.m_after - local.m_before) > 1e-3  # the edits did something
+    assert [t.id for t in remote.top_after] == [t.id for t in local.top_after]
+    assert remote.prob_b_after == pytest.approx(local.prob_b_after, rel=1e-4)
+
+
+def test_layer_patching_through_the_simulated_remote_path(tiny_dirs, tiny_lms, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two models NDIF could host (a base and a tune of it): record the variant's layers
+    remotely, patch them into the base remotely; the shares match the local run."""
+    other = save_tiny_checkpoint("llama", tmp_path / "variant", seed=1, strong=True)
+    base_dir = save_tiny_checkpoint("llama", tmp_path / "base", seed=0, strong=True)
+    local = {name: load_model(ModelSpec(name=name, source="local", path=d, device="cpu"),
+                              tmp_path) for name, d in (("b", base_dir), ("v", other))}
+    remote = {name: load_model(ModelSpec(name=f"{name}-ndif", source="ndif",
+                                         hf_id=f"example/{name}", path=d,
+                                         ndif_simulate=True), tmp_path)
+              for name, d in (("b", base_dir), ("v", other))}
+    spec = PromptSpec(prompt=PROMPT)
+    ours = patch_between(remote["b"], remote["v"], spec, " aldosterone", " renin")
+    ref = patch_between(local["b"], local["v"], spec, " aldosterone", " renin")
+    assert len(ours) == len(ref) == 2
+    for o, r in zip(ours, ref, strict=True):
+        assert o.m_mlp == pytest.approx(r.m_mlp, abs=1e-4)
+        assert o.m_residual == pytest.approx(r.m_residual, abs=1e-4)
+        assert o.mlp_share is not None and r.mlp_share is not None
+        assert o.mlp_share == pytest.approx(r.mlp_share, abs=1e-3)
+    # The variant's layers move the base's m (the shares are not all zero).
+    assert max(abs(r.m_residual - r.m_mlp) for r in ref) > 1e-3
+    assert max(abs(r.mlp_share or 0.0) for r in ref) > 0.01
+
+
 def test_work_that_needs_local_weights_is_refused_by_name(simulated) -> None:  # type: ignore[no-untyped-def]
     req = CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
                          answer_b=" renin")
     with pytest.raises(InputError, match=r"runs on NDIF.*attribution") as info:
         analyze(simulated, req)
     assert info.value.field == "model"
-    with pytest.raises(InputError, match="intervention"):
-        intervene_on_prompt(simulated, PromptSpec(prompt=PROMPT),
-                            [NeuronEdit(layer=0, neuron=1)])
 
 
 def test_real_ndif_needs_its_key_from_the_environment(tiny_dirs, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

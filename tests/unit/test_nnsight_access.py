@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from analysis.access import envoy, node_values, patched_hidden, traced
+from analysis.access import envoy, node_values, patched_last, traced
 from analysis.attribution import NeuronEdit, intervene
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.describe import neuron_activations
@@ -56,7 +56,8 @@ def test_patched_forward_matches_the_hook_path(arch: str) -> None:
     adapter = get_adapter(model)
     ids = random_ids(9)
     patch = _patches(adapter.n_neurons)
-    ours = patched_hidden(adapter, ids, 3, patch)
+    ours = patched_last(adapter, ids, 3, patch).hidden
+    assert ours is not None
     ref = hook_patched_hidden(adapter, ids, 3, patch)
     assert ours.shape == ref.shape == (3, adapter.d_model)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)

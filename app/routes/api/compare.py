@@ -8,9 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
+from analysis.comparison.patching import LayerShare
 from app.deps import ManagerDep, RunsDep, SettingsDep
-from app.schemas import CompareBody
-from app.services.compare import run_comparison, stored_comparison, variant_rows
+from app.schemas import CompareBody, PatchingBody
+from app.services.compare import (
+    run_comparison,
+    run_patching,
+    stored_comparison,
+    variant_rows,
+)
 from app.store.runs import RunStore
 from app.store.tables import Run
 
@@ -31,6 +37,16 @@ async def compare_api(body: CompareBody, manager: ManagerDep, settings: Settings
     are saved as runs (`base_run`, `tuned_run`)."""
     run = await run_in_threadpool(run_comparison, body, manager, settings, runs)
     return _payload(run, runs)
+
+
+@router.post("/patching")
+async def patching_api(body: PatchingBody, manager: ManagerDep,
+                       settings: SettingsDep) -> list[LayerShare]:
+    """Layer patching between two models of one architecture, without a circuit: per
+    layer, the base's m with that layer's MLP output (and, apart, its output residual)
+    replaced by the variant's, and the share of m's change that carries. Runs on models
+    NDIF hosts too (nothing needs gradients)."""
+    return await run_in_threadpool(run_patching, body, manager, settings)
 
 
 @router.get("/compare/{run_id}")
