@@ -22,6 +22,7 @@ from analysis.attribution import (
     intervene,
     run_circuit,
 )
+from analysis.attribution.always_on import KnownAlwaysOn
 from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel
 from analysis.predict import Limits, next_token_logits, rank_of, top_tokens
@@ -54,10 +55,14 @@ class PreparedCircuit(BaseModel):
     answer_b: AnswerToken | None
     params: CircuitSettings = Field(description="The request's settings, normalized.")
     key: str
+    known_always_on: KnownAlwaysOn | None = Field(
+        None, description="An exemplar index's always-on flags, joined to the prompt's.")
 
 
-def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits) -> PreparedCircuit:
-    """Validate and resolve a request without running the model (cheap; gives the key)."""
+def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits,
+            known_always_on: KnownAlwaysOn | None = None) -> PreparedCircuit:
+    """Validate and resolve a request without running the model (cheap; gives the key).
+    ``known_always_on``: flags from the model's exemplar index (part of the key)."""
     lm.require_local("attribution")
     s = req.settings
     if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
@@ -70,8 +75,10 @@ def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits) -> Prep
     a, b = resolve_contrast(lm.tokenizer, req.answer_a, req.answer_b)
     params = s.normalized()
     key = cache_key(lm.name, lm.revision, formatted.input_ids, a.token_id,
-                    b.token_id if b else None, params)
-    return PreparedCircuit(formatted=formatted, answer_a=a, answer_b=b, params=params, key=key)
+                    b.token_id if b else None, params,
+                    always_on_source=known_always_on.source if known_always_on else None)
+    return PreparedCircuit(formatted=formatted, answer_a=a, answer_b=b, params=params, key=key,
+                           known_always_on=known_always_on)
 
 
 def analyze(
@@ -90,6 +97,7 @@ def analyze(
         prep.answer_b.token_id if prep.answer_b else None, req.settings,
         model_name=lm.name, model_revision=lm.revision, prompt=prep.formatted.text,
         labels=labels, on_attribution=on_attribution,
+        known_always_on=prep.known_always_on,
     )
     result.cache_key = prep.key
     add_predictions(lm, result, prep)

@@ -91,12 +91,15 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
                        logit_lens: Callable[[int, int], tuple[list[str], list[str]]],
                        exemplars: Callable[[int, int], list[Any]] | None = None,
                        describe: Callable[[int, int], str] | None = None,
+                       always_on: Callable[[int, int], str | None] | None = None,
                        limit: int = 15) -> list[ConceptCandidate]:
     """Kept neurons ranked as upstream concept candidates towards B (module docstring).
 
     ``logit_lens(layer, neuron)`` -> (promoted tokens, suppressed tokens), best first;
     ``exemplars(layer, neuron)`` -> the index's top exemplars (with ``.token``, ``.left``,
-    ``.right``) or None without an index; ``describe`` -> a short description."""
+    ``.right``) or None without an index; ``describe`` -> a short description;
+    ``always_on`` -> the index's always-on reason or None (such a neuron is a bias in
+    disguise, not a concept)."""
     if result.target_b is None:
         return []
     answers = {_norm(result.target_a_text), _norm(result.target_b_text)} - {""}
@@ -135,7 +138,10 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
             contexts = [f"{e.left}{e.token}{e.right}" for e in ex]
             if on_answers >= ANSWER_EXEMPLAR_SHARE:
                 reasons.append(f"{on_answers:.0%} of its top exemplars are the answer tokens")
-        conceptual = not writes_answer and on_answers < ANSWER_EXEMPLAR_SHARE
+        flagged = always_on(*key) if always_on is not None else None
+        if flagged:
+            reasons.append(f"always-on over the corpus: {flagged}")
+        conceptual = not writes_answer and on_answers < ANSWER_EXEMPLAR_SHARE and not flagged
         score = abs(total.influence) * max(share, 0.05) * (
             1.0 if conceptual else NOT_CONCEPTUAL_PENALTY)
         if not upstream:

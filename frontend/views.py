@@ -75,6 +75,7 @@ class RunView:
     settings: dict[str, Any] = field(default_factory=dict)
     always_on: list[AlwaysOnNeuron] = field(default_factory=list)
     drop_always_on: bool = True
+    always_on_source: str | None = None
 
 
 def run_view(result: CircuitResult, run_id: str, created_at: datetime | None = None,
@@ -115,6 +116,7 @@ def run_view(result: CircuitResult, run_id: str, created_at: datetime | None = N
         edge_threshold=p.edge_threshold, n_nodes=len(result.nodes), n_edges=len(result.edges),
         completeness_ratio=result.completeness.ratio, seconds=result.timing.total_s,
         always_on=result.always_on, drop_always_on=p.drop_always_on,
+        always_on_source=result.always_on_source,
     )
 
 

@@ -9,7 +9,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from analysis.attribution.adapters import get_adapter
-from analysis.attribution.always_on import detect_always_on, masked_influence
+from analysis.attribution.always_on import (
+    KnownAlwaysOn,
+    detect_always_on,
+    masked_influence,
+)
 from analysis.attribution.core import Attribution, attribute, decode_tokens
 from analysis.attribution.edges import compute_edges
 from analysis.attribution.patching import faithfulness as measure_faithfulness
@@ -31,6 +35,7 @@ def run_circuit(
     prompt: str | None = None,
     labels: dict[str, str] | None = None,
     on_attribution: Callable[[Attribution], None] | None = None,
+    known_always_on: KnownAlwaysOn | None = None,
 ) -> CircuitResult:
     """Everything for one prompt, under one validated ``CircuitSettings`` (default: the
     defaults). ``labels`` maps ``L{layer}/N{neuron}`` to user labels; ``on_attribution``
@@ -55,7 +60,8 @@ def run_circuit(
         on_attribution(attr)
 
     t0 = time.perf_counter()
-    always_on = detect_always_on(attr.activation, attr.influence, dropped=s.drop_always_on)
+    always_on = detect_always_on(attr.activation, attr.influence, dropped=s.drop_always_on,
+                                 known=known_always_on)
     pruned = (dataclasses.replace(attr, influence=masked_influence(attr.influence, always_on))
               if s.drop_always_on and always_on else attr)
     nodes = prune(pruned, tau=s.tau, per_layer_top_k=s.per_layer_top_k, mode=s.mode,
@@ -115,8 +121,10 @@ def run_circuit(
         faithfulness=faith,
         timing=timing,
         cache_key=cache_key(
-            name or "", model_revision, attr.input_ids, attr.target_a, attr.target_b, params
+            name or "", model_revision, attr.input_ids, attr.target_a, attr.target_b, params,
+            always_on_source=known_always_on.source if known_always_on else None,
         ),
+        always_on_source=known_always_on.source if known_always_on else None,
     )
     result._attribution = attr
     timing.total_s = time.perf_counter() - started

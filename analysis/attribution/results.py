@@ -179,6 +179,8 @@ class CircuitResult(BaseModel):
     always_on: list[AlwaysOnNeuron] = Field(
         default_factory=list, description="Always-on neurons flagged in this prompt "
                                           "(dropped from the nodes unless the setting is off).")
+    always_on_source: str | None = Field(
+        None, description="The exemplar index whose always-on flags joined the prompt's.")
     faithfulness: Faithfulness | None = None
     timing: Timing = Field(default_factory=Timing)
     cache_key: str | None = None
@@ -224,9 +226,10 @@ def cache_key(
     target_a: int,
     target_b: int | None,
     params: CircuitSettings | dict[str, Any],
+    always_on_source: str | None = None,
 ) -> str:
-    """Stable id of a run: same model weights, token ids, answers and (normalized)
-    settings."""
+    """Stable id of a run: same model weights, token ids, answers, (normalized)
+    settings and, when an index's always-on flags were used, which index."""
     if isinstance(params, CircuitSettings):
         params = params.normalized().model_dump(mode="json")
     if params.get("min_influence") is None:  # keys of runs from before it existed stay
@@ -240,5 +243,7 @@ def cache_key(
         "target_b": None if target_b is None else int(target_b),
         "params": params,
     }
+    if always_on_source is not None:  # keys of runs without index flags stay as they were
+        payload["always_on_source"] = always_on_source
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

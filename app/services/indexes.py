@@ -115,6 +115,24 @@ class IndexService:
                     return row, reader
         return None, None
 
+    def known_always_on(self, model: str, base: str | None) -> Any | None:
+        """The always-on flags of the model's (or its base's) *complete* index, for a
+        circuit to drop beside the prompt's own; None while no index is complete (a
+        growing index's counts would make runs depend on when they were asked)."""
+        from analysis.attribution.always_on import KnownAlwaysOn
+
+        row, reader = self.index_for(model, base)
+        if reader is None or not reader.meta.complete:
+            return None
+        reasons = {}
+        for layer, neuron in sorted(reader.always_on()):
+            why = reader.stats(layer, neuron).always_on_reason
+            reasons[f"L{layer}/N{neuron}"] = why or "always-on in the index"
+        meta = reader.meta
+        source = (f"index {row.id[:8]} of {row.model} ({meta.corpus_name}, "
+                  f"{meta.tokens_done:,} tokens)")
+        return KnownAlwaysOn(source=source, reasons=reasons)
+
     def building(self, model: str) -> NeuronIndex | None:
         rows = [r for r in self.store.list(model) if r.state in ACTIVE_INDEX]
         return rows[0] if rows else None
@@ -197,9 +215,16 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
         d = describe_neuron(lm.model, lm.tokenizer, layer, neuron, top_k=10)
         return ([t.token or "" for t in d.promotes], [t.token or "" for t in d.suppresses])
 
-    exemplars = describe = None
+    exemplars = describe = always_on = None
     if reader is not None:
         from analysis.neurons.describe import data_description
+
+        flagged = reader.always_on()
+
+        def always_on(layer: int, neuron: int) -> str | None:
+            if (layer, neuron) not in flagged:
+                return None
+            return reader.stats(layer, neuron).always_on_reason
 
         def exemplars(layer: int, neuron: int) -> list[Any]:
             return list(reader.exemplars(layer, neuron, 12))
@@ -209,7 +234,7 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
 
     n_layers = int(lm.model.config.get_text_config().num_hidden_layers)
     found = concept_candidates(result, n_layers, logit_lens=lens, exemplars=exemplars,
-                               describe=describe, limit=limit)
+                               describe=describe, always_on=always_on, limit=limit)
     return found, row
 
 

@@ -77,6 +77,12 @@ def test_seed_run_reads_the_index(app_client: TestClient, index: dict) -> None:
         "prompt": SEED_PROMPT, "answer_a": " aldosterone", "answer_b": " renin",
         "edges": True}).json()
     result = run["result"]
+    # The complete index's always-on flags joined the prompt's: none is left in the circuit.
+    assert result["always_on_source"].startswith(f"index {index['id'][:8]}")
+    from_index = {(f["layer"], f["neuron"]) for f in result["always_on"]
+                  if f["reason"] == "index"}
+    assert from_index and all(f["dropped"] for f in result["always_on"])
+    assert not from_index & {(n["layer"], n["neuron"]) for n in result["nodes"]}
     drivers = sorted((n for n in result["neurons"] if n["influence"] < 0),
                      key=lambda n: n["influence"])[:5]
     for n in drivers:

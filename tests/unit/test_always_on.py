@@ -4,10 +4,11 @@ GPT-2 to fire at every token is flagged, dropped from the circuit by default and
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from analysis.attribution import CircuitSettings, run_circuit
-from analysis.attribution.always_on import detect_always_on
+from analysis.attribution.always_on import KnownAlwaysOn, detect_always_on
 from tests.unit.tiny_models import build, random_ids
 
 
@@ -64,3 +65,32 @@ def test_built_always_on_neuron_is_flagged_and_dropped() -> None:
     assert dropped.completeness == kept.completeness
     assert dropped.params.drop_always_on and not kept.params.drop_always_on
     assert dropped.cache_key != kept.cache_key
+
+
+def test_an_index_flag_drops_a_neuron_the_prompt_rule_keeps() -> None:
+    """A neuron an exemplar index flags (a constant-like value over a corpus) joins the
+    prompt's flags: gone from the nodes, listed with the index's reason and source, and
+    the run's cache key names the index."""
+    model = build("gpt2", layers=2)
+    ids = random_ids(10, seed=3)
+    settings = CircuitSettings(tau=0.001, max_nodes=None, edges=False, ablation=None)
+    plain = run_circuit(model, None, ids, 5, 17, settings)
+    assert not any(f.reason == "index" for f in plain.always_on)
+    top = max(plain.neurons, key=lambda n: abs(n.influence))
+    known = KnownAlwaysOn(source="index abc of tiny (test corpus, 1,000 tokens)",
+                          reasons={f"L{top.layer}/N{top.neuron}": "large at 99% of tokens"})
+    flagged = run_circuit(model, None, ids, 5, 17, settings, known_always_on=known)
+    assert all((n.layer, n.neuron) != (top.layer, top.neuron) for n in flagged.nodes)
+    [entry] = [f for f in flagged.always_on if f.reason == "index"]
+    assert (entry.layer, entry.neuron) == (top.layer, top.neuron)
+    assert entry.influence == pytest.approx(top.influence, rel=1e-5)
+    assert entry.why == "large at 99% of tokens (in index abc of tiny (test corpus, 1,000 tokens))"
+    assert flagged.always_on_source == known.source
+    assert flagged.m == plain.m  # pruning only
+    assert flagged.cache_key != plain.cache_key
+    # Kept (flagged) when the setting is off.
+    off = run_circuit(model, None, ids, 5, 17,
+                      settings.model_copy(update={"drop_always_on": False}),
+                      known_always_on=known)
+    assert [n.always_on for n in off.nodes if (n.layer, n.neuron) == (top.layer, top.neuron)]
+    assert all(n.always_on for n in off.nodes if (n.layer, n.neuron) == (top.layer, top.neuron))

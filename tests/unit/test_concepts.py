@@ -58,6 +58,21 @@ def test_a_neuron_writing_the_wrong_answer_is_not_a_concept(result: CircuitResul
     assert any("logit lens" in r for r in same.reasons)
 
 
+def test_an_always_on_neuron_is_not_a_concept(result: CircuitResult) -> None:
+    plain = concept_candidates(result, 4, logit_lens=lambda layer, neuron: ([], []))
+    top = plain[0]
+    found = concept_candidates(
+        result, 4, logit_lens=lambda layer, neuron: ([], []),
+        always_on=lambda layer, neuron: ("large at 99% of tokens"
+                                         if (layer, neuron) == (top.layer, top.neuron)
+                                         else None))
+    same = next(c for c in found if (c.layer, c.neuron) == (top.layer, top.neuron))
+    assert not same.conceptual and same.score == pytest.approx(top.score * 0.25)
+    assert "always-on over the corpus: large at 99% of tokens" in same.reasons
+    assert all(c.conceptual for c in found if c is not same) == all(
+        c.conceptual for c in plain if c is not top)
+
+
 def test_exemplars_on_the_answers_mark_lexical_neurons(result: CircuitResult) -> None:
     def exemplars(layer: int, neuron: int) -> list[Ex]:
         if layer % 2:

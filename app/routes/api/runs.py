@@ -13,7 +13,7 @@ from analysis.analyze import (
 )
 from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
 from analysis.attribution.paths import MAX_K, CircuitPath, top_paths
-from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import AttributeRequest, InterveneRequest, prompt_spec
 from app.services.runs import circuit_request, compute_or_reuse, run_payload, stored_run
 
@@ -22,12 +22,14 @@ router = APIRouter(prefix="/api/v1", tags=["circuits"])
 
 @router.post("/attribute")
 async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings: SettingsDep,
-                          runs: RunsDep, labels: LabelsDep) -> dict[str, Any]:
+                          runs: RunsDep, labels: LabelsDep,
+                          indexes: IndexesDep) -> dict[str, Any]:
     """Contrastive attribution of one prompt: nodes, edges, faithfulness; saved as a run."""
     req = circuit_request(body)
     run, cached = await manager.run(
         body.model or settings.default_model,
-        lambda lm: compute_or_reuse(lm, req, body.use_cache, settings, runs, labels),
+        lambda lm: compute_or_reuse(lm, req, body.use_cache, settings, runs, labels,
+                                   indexes),
     )
     return run_payload(run, cached)
 
