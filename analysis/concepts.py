@@ -41,6 +41,8 @@ _STOPWORDS_TEXT = (
     "having do does did done very more most less least between within about over under "
     "their there they them he she his her we our you your i s")
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split(" "))
+# Special tokens as the index shows them in contexts: <bos>, <s>, <|endoftext|>, ...
+SPECIAL_TOKEN = re.compile(r"<\|?[A-Za-z_/][^<>\s]{0,30}\|?>")
 
 
 class ConceptCandidate(BaseModel):
@@ -78,6 +80,7 @@ def topic_words(contexts: list[str], banned: set[str], k: int = 6) -> list[str]:
     word that starts with one of 4+ letters ('renin' bans 'renin-angiotensin')."""
     counts: Counter[str] = Counter()
     for text in contexts:
+        text = SPECIAL_TOKEN.sub(" ", text)  # "<bos>" is not a topic
         for word in set(re.findall(r"[a-z][a-z-]{2,}", text.lower())):
             if word in STOPWORDS or any(word == b or (len(b) >= 4 and word.startswith(b))
                                         for b in banned):

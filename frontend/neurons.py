@@ -46,6 +46,37 @@ class NeuronMeaning:
         return asdict(self)
 
 
+@dataclass
+class NeuronGist:
+    """One line of what a neuron responds to, for the neurons table: its strongest
+    exemplar (the firing token marked) and its description, with the index's flag."""
+
+    description: str
+    source: str  # "llm" | "data"
+    left: str
+    token: str
+    right: str
+    always_on: bool
+
+
+GIST_CONTEXT_CHARS = 18
+
+
+def neuron_gist(reader: Any, layer: int, neuron: int, stored: dict[str, str],
+                always_on: bool) -> NeuronGist:
+    from analysis.neurons.describe import data_description
+
+    top = reader.exemplars(layer, neuron, 1)
+    e = top[0] if top else None
+    llm = stored.get("llm")
+    return NeuronGist(
+        description=llm or data_description(reader, layer, neuron),
+        source="llm" if llm else "data",
+        left=e.left[-GIST_CONTEXT_CHARS:].replace("\n", " ") if e else "",
+        token=e.token if e else "", right=e.right[:GIST_CONTEXT_CHARS].replace("\n", " ")
+        if e else "", always_on=always_on)
+
+
 def _rows(items: list[Any], peak: float) -> list[ExemplarRow]:
     peak = peak or 1.0
     return [ExemplarRow(left=e.left[-MAX_CONTEXT_CHARS:], token=e.token,

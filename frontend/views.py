@@ -17,6 +17,7 @@ from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.describe import NeuronDescription
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Edge, Node
 from frontend.graph import graph_figure, position_figure, show_token
+from frontend.neurons import NeuronGist
 
 NODE_COLUMNS = ["layer", "neuron", "position", "token", "influence", "activation",
                 "towards", "label"]
@@ -132,13 +133,17 @@ class NodeRow:
     activation: float
     towards: str
     label: str
+    gist: NeuronGist | None = None  # what it responds to, from an exemplar index
 
 
-def node_rows(result: CircuitResult) -> list[NodeRow]:
+def node_rows(result: CircuitResult,
+              gists: dict[tuple[int, int], NeuronGist] | None = None) -> list[NodeRow]:
     """The kept nodes, strongest first (the table re-sorts in the browser)."""
+    gists = gists or {}
     return [NodeRow(node_id=n.node_id, name=n.name, layer=n.layer, neuron=n.neuron,
                     position=n.position, token=show_token(n.token), influence=n.influence,
-                    activation=n.activation, towards=n.towards, label=n.label or "")
+                    activation=n.activation, towards=n.towards, label=n.label or "",
+                    gist=gists.get((n.layer, n.neuron)))
             for n in sorted(result.nodes, key=lambda n: -abs(n.influence))]
 
 
@@ -166,6 +171,7 @@ class GraphView:
     edges_drawn: int = 0
     edges_total: int = 0
     supernodes: list[dict[str, Any]] = field(default_factory=list)
+    has_gists: bool = False
 
     @property
     def capped(self) -> bool:
@@ -175,10 +181,12 @@ class GraphView:
 
 def graph_view(view: CircuitResult, total_nodes: int, tau: float | None,
                edge_threshold: float, supernodes: list[dict[str, Any]] | None = None,
-               collapsed: set[str] | None = None) -> GraphView:
+               collapsed: set[str] | None = None,
+               gists: dict[tuple[int, int], NeuronGist] | None = None) -> GraphView:
     figure = graph_figure(view, supernodes=supernodes, collapsed=collapsed)
     meta = figure["layout"]["meta"]
-    return GraphView(figure=figure, rows=node_rows(view), tau=tau,
+    return GraphView(figure=figure, rows=node_rows(view, gists), tau=tau,
+                     has_gists=bool(gists),
                      supernodes=[{"name": g["name"], "size": len(g["members"]),
                                   "collapsed": g["name"] in meta["groups"]}
                                  for g in supernodes or []],

@@ -17,6 +17,7 @@ from app.store.indexes import BUILDING, QUEUED, READY, IndexStore
 from app.store.tables import NeuronIndex
 
 ACTIVE_INDEX = (QUEUED, BUILDING)
+GIST_CACHE = 50_000  # table lines kept (a few hundred bytes each)
 
 
 class IndexService:
@@ -24,6 +25,7 @@ class IndexService:
         self.store, self.queue, self.data_dir = store, queue, Path(data_dir)
         self._readers: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
+        self._gists: dict[tuple[str, int, int, int], Any] = {}
 
     # -- corpora -------------------------------------------------------------------------
 
@@ -133,6 +135,31 @@ class IndexService:
                   f"{meta.tokens_done:,} tokens)")
         return KnownAlwaysOn(source=source, reasons=reasons)
 
+    def gists(self, model: str, base: str | None,
+              keys: list[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+        """A one-line "responds to" per neuron for the neurons table (empty without an
+        index). Cached per index and neuron: the table re-renders on every filter."""
+        from frontend.neurons import neuron_gist
+
+        row, reader = self.index_for(model, base)
+        if reader is None:
+            return {}
+        flagged = reader.always_on()
+        out = {}
+        for layer, neuron in keys:
+            if not (0 <= layer < reader.meta.n_layers and 0 <= neuron < reader.meta.n_neurons):
+                continue
+            cache_key = (row.id, reader.meta.tokens_done, layer, neuron)
+            gist = self._gists.get(cache_key)
+            if gist is None:
+                if len(self._gists) > GIST_CACHE:
+                    self._gists.clear()
+                gist = self._gists[cache_key] = neuron_gist(
+                    reader, layer, neuron, self.store.descriptions(row.model, layer, neuron),
+                    (layer, neuron) in flagged)
+            out[(layer, neuron)] = gist
+        return out
+
     def building(self, model: str) -> NeuronIndex | None:
         rows = [r for r in self.store.list(model) if r.state in ACTIVE_INDEX]
         return rows[0] if rows else None
@@ -164,6 +191,7 @@ class IndexService:
         self.store.describe(row.model, layer, neuron, "llm", text, index_id=row.id,
                             meta={"prompt": prompt, "endpoint": endpoint.url,
                                   "model": endpoint.model})
+        self._gists.clear()  # the table shows the new description
 
     def description_meta(self, model: str, layer: int, neuron: int) -> dict[str, Any]:
         return self.store.description_meta(model, layer, neuron, "llm")

@@ -96,6 +96,16 @@ def test_seed_run_reads_the_index(app_client: TestClient, index: dict) -> None:
         "neuron": drivers[0]["neuron"]})
     assert panel.status_code == 200
     assert panel.text.count("<mark") >= 12 and 'id="neuron-description"' in panel.text
+    # The neurons table says what each kept neuron responds to (its strongest exemplar),
+    # on the run page and on every re-filter of the graph.
+    page = app_client.get(f"/runs/{run['run_id']}").text
+    assert page.count('<div class="gist"') == len(result["nodes"]) > 0
+    top = app_client.get(
+        f"/api/v1/neurons/{drivers[0]['layer']}/{drivers[0]['neuron']}").json()
+    seed_exemplar = top["meaning"]["exemplars"][0]
+    assert f"<mark>{seed_exemplar['token']}</mark>" in page
+    refiltered = app_client.get(f"/runs/{run['run_id']}/graph", params={"tau": 0.5}).text
+    assert 0 < refiltered.count('<div class="gist"') < len(result["nodes"])
     concepts = app_client.get(f"/api/v1/runs/{run['run_id']}/concepts").json()
     assert concepts["index_id"] == index["id"] and concepts["candidates"]
     words = [w for c in concepts["candidates"] for w in c["topic_words"]]

@@ -97,3 +97,11 @@ def test_topic_words_skip_stopwords_and_answers() -> None:
     assert words[:2] == ["kidney", "adrenal"] or words[:2] == ["adrenal", "kidney"]
     assert not any(w.startswith("renin") for w in words)
     assert "the" not in words
+
+
+def test_topic_words_skip_special_tokens() -> None:
+    words = topic_words(["<bos>hypernatremia: excessive sodium in the blood",
+                         "<bos>sodium and potassium", "<|endoftext|>sodium balance",
+                         "<s> potassium in blood"], set())
+    assert "sodium" in words and "potassium" in words and "blood" in words
+    assert not {"bos", "endoftext"} & set(words)

@@ -8,13 +8,25 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import get_settings, templates_of
+from analysis.errors import CircuitlabError
+from app.deps import get_indexes, get_settings, templates_of
 from app.routes.web.forms import page_context, run_form_values, settings_form_values
+from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
 from app.services.runs import load_result, tau_floor
 from app.store.labels import LabelStore
 from app.store.tables import Run
 from frontend.views import graph_view, run_view
+
+
+def run_gists(indexes: IndexService, manager: ModelManager, model: str,
+              result: Any) -> dict[tuple[int, int], Any]:
+    """The neurons table's "responds to" lines, from the model's (or its base's) index."""
+    try:
+        base = manager.spec(model).base
+    except CircuitlabError:  # a run of a model no longer registered
+        base = None
+    return indexes.gists(model, base, sorted({(n.layer, n.neuron) for n in result.nodes}))
 
 
 def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
@@ -23,7 +35,8 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
     floor = tau_floor(result)
     ctx: dict[str, Any] = {
         "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
-        "graph": graph_view(result, len(result.nodes), None, 0.0),
+        "graph": graph_view(result, len(result.nodes), None, 0.0,
+                            gists=run_gists(get_indexes(request), manager, run.model, result)),
         "tau_floor": floor,
     }
     templates = templates_of(request)

@@ -15,8 +15,8 @@ from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.attribution.paths import MAX_K, top_paths
 from analysis.models import LoadedModel
 from app.access import computes
-from app.deps import LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
-from app.routes.web.rendering import render_run
+from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
+from app.routes.web.rendering import render_run, run_gists
 from app.services.runs import label_owner, load_result, stored_run
 from app.store.runs import RunStore
 from app.store.supernodes import SupernodeStore
@@ -54,18 +54,21 @@ def collapse_names(collapse: list[str]) -> set[str]:
 @router.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(
     request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
+    indexes: IndexesDep,
     tau: Annotated[float | None, Query(gt=0, le=1)] = None,
     edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
     collapse: Annotated[list[str], Query(max_length=2000)] = [],  # noqa: B006 - FastAPI copies
 ) -> HTMLResponse:
     """The graph and the neurons table at a stricter tau / edge threshold, no recompute;
     the supernodes named in ``collapse`` drawn as one node each."""
-    result = load_result(stored_run(runs, run_id), manager, labels)
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
     view = refilter(result, tau, edge_threshold)
     groups = run_supernodes(runs, run_id)
     return templates_of(request).TemplateResponse(request, "_graph.html", {
         "graph": graph_view(view, len(result.nodes), tau, edge_threshold,
-                            supernodes=groups, collapsed=collapse_names(collapse)),
+                            supernodes=groups, collapsed=collapse_names(collapse),
+                            gists=run_gists(indexes, manager, run.model, view)),
         "run": run_view(result, run_id)})
 
 
