@@ -170,24 +170,25 @@ class RayBackend:
 
         if not ray.is_initialized():
             return
-        # KeyboardInterrupt in the task: run_job records the job as interrupted itself.
+        # The interruption is recorded first, in the database the task polls (every
+        # cancel_poll_s): the task stops at its next check as "ended elsewhere", and a
+        # success it was about to write is refused (it must come from evaluating). A soft
+        # ray.cancel alone raises KeyboardInterrupt in the task, which under load was once
+        # not delivered before the task ran to success.
+        for item in self.inflight.values():
+            self.ctx.store.interrupt(item.job_id, "the server stopped its Ray task")
         for ref in self.inflight:
             ray.cancel(ref, force=False)
+        not_ready: list[Any] = []
         if self.inflight:
-            ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
-        forced = []
-        for ref, item in list(self.inflight.items()):
-            job = self.ctx.store.get(item.job_id)
-            if job is not None and job.state in ACTIVE:
-                ray.cancel(ref, force=True)
-                forced.append((ref, item))
-        if forced:
+            _, not_ready = ray.wait(list(self.inflight), num_returns=len(self.inflight),
+                                    timeout=timeout)
+        for ref in not_ready:
+            ray.cancel(ref, force=True)
+        if not_ready:
             # A killed task's process may still be alive for a moment, mid-write to the
-            # database: let it go before recording the interruption (a SQLite writer that
-            # holds the lock would otherwise make this write wait, or fail, under load).
-            ray.wait([ref for ref, _ in forced], num_returns=len(forced), timeout=15)
-        for _, item in forced:
-            self.ctx.store.interrupt(item.job_id, "the server stopped its Ray task")
+            # database: let it go before the server moves on.
+            ray.wait(not_ready, num_returns=len(not_ready), timeout=15)
         self.inflight.clear()
         if self.started_ray:
             ray.shutdown()
