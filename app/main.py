@@ -48,10 +48,14 @@ log = logging.getLogger("circuitlab")
 
 
 def _index_default_model(app: FastAPI, settings: Settings) -> None:
-    """Queue the first exemplar index (default model, built-in corpus) unless it exists;
+    """Resume the index builds a stopped server or a killed worker left interrupted, then
+    queue the first exemplar index (default model, built-in corpus) unless it exists;
     never stops the server from starting (no WordNet: the Neurons page says how)."""
     try:
         indexes: IndexService = app.state.indexes
+        for row in indexes.resume_interrupted():
+            log.info("exemplar index of %s on %s: resumed at %s tokens", row.model,
+                     row.corpus_name, f"{row.tokens_done:,}")
         corpus, ref = indexes.default_corpus()
         lm = app.state.manager.get_sync(settings.default_model)
         row = indexes.build(lm.name, lm.revision, corpus, ref)

@@ -14,6 +14,7 @@ from analysis.errors import InputError, NotFound
 from app.jobs.index_job import CORPORA_DIR, index_path
 from app.jobs.queue import JobQueue
 from app.store.indexes import BUILDING, QUEUED, READY, IndexStore
+from app.store.jobs import CANCELLED, FAILED, INTERRUPTED, JobNotFound
 from app.store.tables import NeuronIndex
 
 ACTIVE_INDEX = (QUEUED, BUILDING)
@@ -61,6 +62,7 @@ class IndexService:
         """Queue a build of (model, revision, corpus), or return the index that already
         covers it: finished, or being built. A failed, cancelled or interrupted one is
         queued again and resumes from its checkpoint."""
+        self.reconcile()
         existing = self.store.find(model, revision, corpus.key)
         if existing is not None and (existing.state == READY or existing.state in ACTIVE_INDEX):
             return existing
@@ -69,13 +71,55 @@ class IndexService:
                 model=model, revision=revision, corpus_key=corpus.key,
                 corpus_name=corpus.name[:200], path=index_path(model, corpus.key),
                 meta={"corpus": ref, "texts": len(corpus.texts), "settings": settings or {}})
-        config = {"index_id": existing.id, "corpus": ref, "settings": settings or {}}
-        job_id = self.queue.submit_index(model, f"index {model} on {corpus.name}"[:128],
+        return self._submit(existing, ref, settings or {})
+
+    def _submit(self, row: NeuronIndex, ref: dict[str, Any],
+                settings: dict[str, Any]) -> NeuronIndex:
+        config = {"index_id": row.id, "corpus": ref, "settings": settings}
+        job_id = self.queue.submit_index(row.model,
+                                         f"index {row.model} on {row.corpus_name}"[:128],
                                          config)
-        self.store.update(existing.id, state=QUEUED, job_id=job_id, error=None)
-        return self.store.require(existing.id)
+        self.store.update(row.id, state=QUEUED, job_id=job_id, error=None)
+        return self.store.require(row.id)
+
+    def reconcile(self) -> list[str]:
+        """Index rows whose job ended without the row hearing of it take the job's end
+        state. A worker killed mid-build (SIGKILL, OOM) cannot write its index row; the
+        queue marks its job interrupted, and without this the row would say "building"
+        forever and a new build of the same triple would be refused as already running.
+        Returns the ids changed."""
+        changed = []
+        for row in self.store.list():
+            if row.state not in ACTIVE_INDEX or not row.job_id:
+                continue
+            try:
+                job = self.queue.get(row.job_id)
+            except JobNotFound:  # deleted with its log
+                job = None
+            if job is not None and job.state not in (FAILED, CANCELLED, INTERRUPTED):
+                continue
+            state = job.state if job is not None else INTERRUPTED
+            self.store.update(row.id, state=state,
+                              error=(job.error if job is not None else None)
+                              or f"its build job ended {state}")
+            changed.append(row.id)
+        return changed
+
+    def resume_interrupted(self) -> list[NeuronIndex]:
+        """Queue again every index build that a stopped server or a killed worker left
+        interrupted: it resumes from its on-disk checkpoint (run at start, as the
+        default index is queued; a cancelled or failed build waits for the user)."""
+        self.reconcile()
+        resumed = []
+        for row in self.store.list():
+            if row.state == INTERRUPTED:
+                meta = row.meta or {}
+                resumed.append(self._submit(row, meta.get("corpus") or {"kind": "default"},
+                                            meta.get("settings") or {}))
+        return resumed
 
     def list(self, model: str | None = None) -> list[NeuronIndex]:
+        self.reconcile()
         return self.store.list(model)
 
     # -- reading -------------------------------------------------------------------------

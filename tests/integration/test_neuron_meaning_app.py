@@ -114,3 +114,49 @@ def test_seed_run_reads_the_index(app_client: TestClient, index: dict) -> None:
     assert "Write texts on" in html and "/jobs?run=" in html
     hits = app_client.get("/api/v1/neurons/search", params={"q": "kidney"}).json()["hits"]
     assert hits and all("layer" in h and "example" in h for h in hits)
+
+
+def _rows(app_client: TestClient) -> dict[str, dict]:
+    return {r["id"]: r for r in app_client.get("/api/v1/indexes").json()["indexes"]}
+
+
+def test_a_build_whose_worker_is_killed_is_interrupted_and_resumes(
+        app_client: TestClient, index: dict) -> None:
+    """SIGKILL the worker mid-build: it cannot write its index row, yet the list says
+    "interrupted" (the row follows its job, which the queue marks interrupted), and the
+    start-up resume queues it again and finishes it - nothing is lost, nothing stays
+    "building" forever."""
+    import os
+    import signal
+
+    texts = default_corpus().texts[2000:5000]
+    up = app_client.post("/api/v1/corpora", files={
+        "file": ("killed.txt", ("\n".join(texts) + "\n").encode())})
+    assert up.status_code == 200, up.text
+    row = app_client.post("/api/v1/indexes", json={"corpus": up.json()["key"]}).json()
+    deadline = time.monotonic() + 300
+    while not (row["state"] == "building" and row["tokens_done"] > 0):
+        assert time.monotonic() < deadline and row["state"] in ("queued", "building"), row
+        time.sleep(0.2)
+        row = _rows(app_client)[row["id"]]
+    queue = app_client.app.state.jobs  # type: ignore[attr-defined]
+    pid = queue.get(row["job_id"]).worker_pid
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 120
+    while (row := _rows(app_client)[row["id"]])["state"] != "interrupted":
+        assert row["state"] in ("queued", "building"), row
+        assert time.monotonic() < deadline, f"still {row['state']} after the kill: {row}"
+        time.sleep(0.5)
+    assert queue.get(row["job_id"]).state == "interrupted" and row["error"]
+
+    [resumed] = app_client.app.state.indexes.resume_interrupted()  # type: ignore[attr-defined]
+    assert resumed.id == row["id"] and resumed.job_id != row["job_id"]
+    deadline = time.monotonic() + 600
+    while (row := _rows(app_client)[row["id"]])["state"] != "ready":
+        assert row["state"] in ("queued", "building"), row
+        assert time.monotonic() < deadline, row
+        time.sleep(1)
+    assert row["tokens_done"] == row["tokens_total"] > 0
+    assert app_client.app.state.indexes.resume_interrupted() == []  # type: ignore[attr-defined]
