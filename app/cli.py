@@ -37,7 +37,12 @@ def _load(name: str | None) -> Any:
     return load_model(spec, settings.cache_dir), settings
 
 
-def _fail(exc: CircuitlabError) -> None:
+def _fail(exc: Exception) -> None:
+    """Exit 2 with the error's message and field: a CircuitlabError, or the first error
+    of a pydantic ValidationError (a request body built from the options)."""
+    if not isinstance(exc, CircuitlabError):
+        first = exc.errors()[0]  # type: ignore[attr-defined]
+        exc = CircuitlabError(first["msg"], field=".".join(map(str, first["loc"])))
     where = f" ({exc.field})" if exc.field else ""
     typer.secho(f"error{where}: {exc.message}", fg="red", err=True)
     raise typer.Exit(2)
@@ -308,12 +313,8 @@ def compare(
                            answer_b=contrastive[1], method=method,  # type: ignore[arg-type]
                            tau=tau, max_nodes=max_nodes, prompt_set=items)
         run = run_comparison(body, services.manager, settings, runs)
-    except CircuitlabError as exc:
+    except (CircuitlabError, ValidationError) as exc:
         _fail(exc)
-        return
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(CircuitlabError(first["msg"], field=".".join(map(str, first["loc"]))))
         return
     from app.services.compare import load_comparison
 
@@ -364,12 +365,8 @@ def patch(
                             answer_prefix=answer_prefix, answer_a=contrastive[0],
                             answer_b=contrastive[1])
         shares = run_patching(body, services.manager, settings)
-    except CircuitlabError as exc:
+    except (CircuitlabError, ValidationError) as exc:
         _fail(exc)
-        return
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(CircuitlabError(first["msg"], field=".".join(map(str, first["loc"]))))
         return
     if as_json:
         typer.echo(TypeAdapter(list[LayerShare]).dump_json(shares).decode())

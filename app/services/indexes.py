@@ -27,6 +27,7 @@ class IndexService:
         self._readers: dict[str, tuple[int, Any]] = {}
         self._lock = threading.Lock()
         self._gists: dict[tuple[str, int, int, int], Any] = {}
+        self._known: dict[str, Any] = {}  # index id -> its always-on flags
 
     # -- corpora -------------------------------------------------------------------------
 
@@ -170,6 +171,9 @@ class IndexService:
         row, reader = self.index_for(model, base)
         if reader is None or not reader.meta.complete:
             return None
+        cached = self._known.get(row.id)  # a complete index never changes
+        if cached is not None:
+            return cached
         reasons = {}
         for layer, neuron in sorted(reader.always_on()):
             why = reader.stats(layer, neuron).always_on_reason
@@ -177,7 +181,8 @@ class IndexService:
         meta = reader.meta
         source = (f"index {row.id[:8]} of {row.model} ({meta.corpus_name}, "
                   f"{meta.tokens_done:,} tokens)")
-        return KnownAlwaysOn(source=source, reasons=reasons)
+        known = self._known[row.id] = KnownAlwaysOn(source=source, reasons=reasons)
+        return known
 
     def gists(self, model: str, base: str | None,
               keys: list[tuple[int, int]]) -> dict[tuple[int, int], Any]:
