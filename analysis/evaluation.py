@@ -119,16 +119,17 @@ class Scored(BaseModel):
         return self.m if self.m is not None else math.log(max(self.expected.prob, 1e-45))
 
 
-def outcome(before: Scored, after: Scored) -> Outcome:
-    """The one judgement of an item between two models (see the module docstring)."""
+def outcome(before: Scored, after: Scored, band: float = MIN_DELTA_M) -> Outcome:
+    """The one judgement of an item between two models (see the module docstring).
+    ``band``: the no-change band of m (a comparison passes its verdict's)."""
     if after.correct:
         return "still right" if before.correct else "corrected"
     if before.correct:
         return "broken"
     delta = after.margin - before.margin
-    if delta > MIN_DELTA_M:
+    if delta > band:
         return "improved"
-    if delta < -MIN_DELTA_M:
+    if delta < -band:
         return "worse"
     return "no change"
 
@@ -144,11 +145,12 @@ class ItemResult(BaseModel):
     note: str | None = Field(None, description="Multi-token or missing-space answers.")
     before: Scored
     after: Scored
+    band: float = Field(MIN_DELTA_M, ge=0, description="The no-change band of m.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def outcome(self) -> Outcome:
-        return outcome(self.before, self.after)
+        return outcome(self.before, self.after, self.band)
 
     @property
     def delta_p_expected(self) -> float:

@@ -347,15 +347,27 @@ def _summary(obs: Observation) -> SideSummary:
     )
 
 
+def dropped_always_on(*circuits: CircuitResult) -> dict[tuple[int, int], str]:
+    """The always-on neurons either circuit dropped, with why: the verdict leaves them out
+    of its counting as the graphs leave them out."""
+    out: dict[tuple[int, int], str] = {}
+    for circuit in circuits:
+        for f in circuit.always_on:
+            if f.dropped:
+                out.setdefault((f.layer, f.neuron), f.reason.replace("_", " "))
+    return out
+
+
 def assemble(req: CompareRequest, base: Observation, tuned: Observation) -> ComparisonResult:
     """Categories, verdict and tables from the two observations (no model needed)."""
     t = req.thresholds
     floor = t.large * (abs(base.circuit.m) or 1.0)
     b_map, t_map = influence_maps(base.totals, tuned.totals, floor)
     shown = {(n.layer, n.neuron) for n in base.circuit.nodes}
-    comparison = compare_influences(base.circuit.m, tuned.circuit.m, b_map, t_map, t, shown)
+    comparison = compare_influences(base.circuit.m, tuned.circuit.m, b_map, t_map, t, shown,
+                                    excluded=dropped_always_on(base.circuit, tuned.circuit))
     rows = [ItemResult(index=i, kind=item.kind, prompt=item.prompt, expected=item.expected,
-                       wrong=item.wrong, before=pb, after=pt)
+                       wrong=item.wrong, before=pb, after=pt, band=t.min_delta_m)
             for i, (item, pb, pt) in enumerate(zip(prompt_items(req), base.prompts,
                                                    tuned.prompts, strict=True))]
     return ComparisonResult(

@@ -14,14 +14,21 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from analysis.evaluation import MIN_DELTA_M
+
 Category = Literal["persistent", "strengthened", "weakened", "new", "gone", "sign_flip"]
 # The circuit verdict says *why* m moved; its words are never the answer-level ones
 # ("corrected", "improved": analysis.evaluation), so a page can show both without clash.
-Verdict = Literal["pathway removed", "compensated", "no change", "made worse"]
+Verdict = Literal["pathway removed", "pathway weakened", "compensated", "diffuse",
+                  "no change", "made worse"]
 OLD_VERDICTS = {"correction": "pathway removed", "compensation": "compensated"}
-VERDICT_RULE = ("Circuit verdict: 'pathway removed' = the base's main drivers towards B lost "
-                "most of their pull; 'compensated' = they kept it and new or strengthened "
-                "drivers towards A outweigh them. It explains the move of m; whether the "
+VERDICT_RULE = ("Circuit verdict, decided in this order: 'no change' = |Δm| within the band; "
+                "'made worse' = m fell beyond it; when m rose beyond it: 'pathway removed' = "
+                "the base's main drivers towards B lost at least the 'removed' share of their "
+                "pull; 'compensated' = new or strengthened drivers towards A gained more than "
+                "those drivers lost; 'pathway weakened' = the drivers' loss is the larger "
+                "part; 'diffuse' = no large neuron accounts for the move. Always-on neurons "
+                "the circuits drop are left out. It explains the move of m; whether the "
                 "answer is corrected is the answer-level rule.")
 NeuronKey = tuple[int, int]
 
@@ -34,7 +41,9 @@ class CompareThresholds(BaseModel):
                               description="Relative change below this is 'persistent'.")
     removed: float = Field(0.5, gt=0, le=1,
                            description="Pathway removed: wrong-way drivers lost this share.")
-    min_delta_m: float = Field(0.1, ge=0, description="Smaller moves of m are 'no change'.")
+    min_delta_m: float = Field(MIN_DELTA_M, ge=0,
+                               description="Smaller moves of m are 'no change' (the verdict's "
+                                           "and the prompt outcomes' band).")
 
 
 class NeuronChange(BaseModel):
@@ -56,12 +65,18 @@ class NeuronChange(BaseModel):
 class CircuitComparison(BaseModel):
     m_base: float
     m_tuned: float
-    influence_sum_base: float = Field(description="Over the neurons listed.")
+    influence_sum_base: float = Field(
+        description="Over the neurons listed (large in either model), so it depends on the "
+                    "variant: the base circuit's own sum is SideSummary.influence_sum.")
     influence_sum_tuned: float
     neurons: list[NeuronChange]
     verdict: Verdict
     reasons: list[str]
     thresholds: CompareThresholds
+    decided_by: str = Field("", description="The rule that decided the verdict (the last "
+                                            "reason).")
+    excluded: list[str] = Field(default_factory=list,
+                                description="Always-on neurons left out of the counting.")
 
     @field_validator("verdict", mode="before")
     @classmethod
@@ -94,14 +109,19 @@ def compare_influences(
     tuned: Mapping[NeuronKey, float],
     thresholds: CompareThresholds | None = None,
     shown: set[NeuronKey] | None = None,
+    excluded: Mapping[NeuronKey, str] | None = None,
 ) -> CircuitComparison:
     """Compare per-neuron influences (summed over positions) of the same prompt under two
     variants. Neurons missing from one mapping count as 0 there. ``shown``: the neurons
-    the base graph draws, so the reasons can say how many of the counted ones it shows."""
+    the base graph draws, so the reasons can say how many of the counted ones it shows.
+    ``excluded``: always-on neurons (with why) the circuits drop; they are left out of the
+    counting and the lists, as the graphs leave them out."""
     t = thresholds or CompareThresholds()
     scale = abs(m_base) or 1.0
+    excluded = excluded or {}
+    left_out = sorted(k for k in excluded if k in base or k in tuned)
     changes: list[NeuronChange] = []
-    for key in sorted(set(base) | set(tuned)):
+    for key in sorted((set(base) | set(tuned)) - set(excluded)):
         b, a = float(base.get(key, 0.0)), float(tuned.get(key, 0.0))
         category = categorize(b, a, scale, t)
         if category is not None:
@@ -109,58 +129,82 @@ def compare_influences(
                                         category=category))
     changes.sort(key=lambda c: -max(abs(c.base), abs(c.tuned)))
     verdict, reasons = judge(m_base, m_tuned, changes, t, shown)
+    if left_out:
+        names = ", ".join(f"L{k[0]}/N{k[1]} ({excluded[k]})" for k in left_out[:5])
+        reasons.insert(1, f"{len(left_out)} always-on neuron(s) left out of the counting, as "
+                          f"the circuits drop them: {names}.")
     return CircuitComparison(
         m_base=m_base, m_tuned=m_tuned,
         influence_sum_base=sum(c.base for c in changes),
         influence_sum_tuned=sum(c.tuned for c in changes),
         neurons=changes, verdict=verdict, reasons=reasons, thresholds=t,
+        decided_by=reasons[-1], excluded=[f"L{k[0]}/N{k[1]}" for k in left_out],
     )
+
+
+def verdict_band(delta_m: float, t: CompareThresholds) -> Verdict | None:
+    """The verdict m's move alone decides ('no change' inside the band, 'made worse'
+    below it), or None when m rose beyond the band and the drivers decide."""
+    if delta_m < -t.min_delta_m:
+        return "made worse"
+    if delta_m <= t.min_delta_m:
+        return "no change"
+    return None
 
 
 def judge(m_base: float, m_tuned: float, changes: list[NeuronChange],
           t: CompareThresholds, shown: set[NeuronKey] | None = None
           ) -> tuple[Verdict, list[str]]:
-    """Pathway removed, compensated, no change or made worse, with the numbers behind it.
-    Drivers are counted over *all* neurons by their influence summed over positions (not
-    only the nodes a graph draws); the reasons say so, and how many the base graph shows."""
+    """The verdict (VERDICT_RULE, in its order) with the numbers behind it; the last
+    reason is always the rule that decided it. Drivers are counted over *all* neurons by
+    their influence summed over positions (not only the nodes a graph draws)."""
     delta_m = m_tuned - m_base
-    reasons = [f"m moved {m_base:+.3f} -> {m_tuned:+.3f} (delta {delta_m:+.3f}; "
-               f"moves under {t.min_delta_m} count as no change)."]
-    if delta_m < -t.min_delta_m:
-        reasons.append("m moved towards the wrong answer B.")
-        return "made worse", reasons
-    if delta_m <= t.min_delta_m:
-        return "no change", reasons
-    drivers = [c for c in changes if c.base <= -t.large * (abs(m_base) or 1.0)]
-    if not drivers:
-        reasons.append("The base circuit has no large driver towards B to remove; "
-                       "the gain comes from drivers towards A.")
-        return "compensated", reasons
+    reasons = [f"m moved {m_base:+.3f} -> {m_tuned:+.3f} (Δm {delta_m:+.3f})."]
+    band = verdict_band(delta_m, t)
+    if band == "made worse":
+        reasons.append(f"made worse: Δm {delta_m:+.3f} is below -{t.min_delta_m}, towards "
+                       "the wrong answer B.")
+        return band, reasons
+    if band == "no change":
+        reasons.append(f"no change: |Δm| {abs(delta_m):.3f} is within the band "
+                       f"(<= {t.min_delta_m}).")
+        return band, reasons
+    floor = t.large * (abs(m_base) or 1.0)
+    drivers = [c for c in changes if c.base <= -floor]
     before = sum(c.base for c in drivers)
     after = sum(min(c.tuned, 0.0) for c in drivers)
+    lost = after - before  # >= 0: the pull towards B the base's drivers gave up
     kept = after / before if before else 0.0
-    names = ", ".join(f"{c.name} {c.base:+.2f} -> {c.tuned:+.2f}" for c in drivers[:5])
-    floor = t.large * (abs(m_base) or 1.0)
-    seen = "" if shown is None else (
-        f"; {sum((c.layer, c.neuron) in shown for c in drivers)} of them are drawn in the "
-        "base graph")
-    reasons.append(f"The base model's {len(drivers)} main driver(s) towards B ({names}) "
-                   f"kept {kept:.0%} of their pull ({before:+.3f} -> {after:+.3f}). Counted "
-                   f"over all neurons, each by its influence summed over positions, at "
-                   f"<= -{floor:.3f} ({t.large} x |m base|){seen}.")
-    if kept <= 1 - t.removed:
-        reasons.append(f"They lost at least {t.removed:.0%} of it: the bad pathway was "
-                       "removed.")
-        return "pathway removed", reasons
     gain = sum(max(c.tuned, 0.0) - max(c.base, 0.0) for c in changes
                if c.category in ("new", "strengthened", "sign_flip") and c.tuned > 0)
-    reasons.append(f"New or strengthened drivers towards A add {gain:+.3f}.")
-    if gain > abs(after - before):
-        reasons.append("They outweigh what the wrong-way drivers lost: the pathway is still "
-                       "there, and the fine-tune compensates for it.")
+    if drivers:
+        names = ", ".join(f"{c.name} {c.base:+.2f} -> {c.tuned:+.2f}" for c in drivers[:5])
+        seen = "" if shown is None else (
+            f"; {sum((c.layer, c.neuron) in shown for c in drivers)} of them are drawn in "
+            "the base graph")
+        reasons.append(f"The base model's {len(drivers)} main driver(s) towards B ({names}) "
+                       f"kept {kept:.0%} of their pull ({before:+.3f} -> {after:+.3f}, "
+                       f"lost {lost:+.3f}). Counted over all neurons, each by its influence "
+                       f"summed over positions, at <= -{floor:.3f} ({t.large} x |m base|)"
+                       f"{seen}.")
+    else:
+        reasons.append(f"The base circuit has no driver towards B at <= -{floor:.3f} "
+                       f"({t.large} x |m base|).")
+    reasons.append(f"New or strengthened drivers towards A gained {gain:+.3f}.")
+    if drivers and kept <= 1 - t.removed:
+        reasons.append(f"pathway removed: the drivers towards B kept {kept:.0%} of their "
+                       f"pull, at most {1 - t.removed:.0%}.")
+        return "pathway removed", reasons
+    if gain > lost and gain > 0:
+        reasons.append(f"compensated: drivers towards A gained {gain:+.3f}, more than the "
+                       f"drivers towards B lost ({lost:+.3f}); the pathway is still there.")
         return "compensated", reasons
-    reasons.append("Neither the drivers towards B lost most of their pull nor did drivers "
-                   "towards A outweigh them.")
-    return "no change", reasons
-
-
+    if lost > 0:
+        reasons.append(f"pathway weakened: the drivers towards B lost {lost:+.3f} (keeping "
+                       f"{kept:.0%}, more than {1 - t.removed:.0%}), more than drivers "
+                       f"towards A gained ({gain:+.3f}).")
+        return "pathway weakened", reasons
+    reasons.append(f"diffuse: m rose by {delta_m:+.3f}, but no large neuron lost pull "
+                   "towards B or gained pull towards A; the move is spread over neurons "
+                   f"below {floor:.3f} (or outside the MLPs).")
+    return "diffuse", reasons

@@ -92,7 +92,8 @@ def test_api_compares_a_full_variant(client: TestClient) -> None:
     assert [p["layer"] for p in result["patching"]] == [0, 1, 2, 3]
     assert result["patching"][0]["mlp_share"] == pytest.approx(0.0, abs=1e-4)
     assert result["patching"][1]["mlp_share"] == pytest.approx(1.0, abs=1e-4)
-    assert result["comparison"]["verdict"] in ("pathway removed", "compensated", "no change",
+    assert result["comparison"]["verdict"] in ("pathway removed", "pathway weakened",
+                                               "compensated", "diffuse", "no change",
                                                "made worse")
     assert result["comparison"]["reasons"]
     assert result["base"]["m"] != result["tuned"]["m"]
@@ -218,3 +219,28 @@ def test_cli_compare_prints_the_verdict_and_writes_exports(
     bad = CliRunner().invoke(cli, ["compare", PROMPT, "--base", "tiny4", "--variant",
                                    "tiny4", "--contrastive", " aldosterone", " renin"])
     assert bad.exit_code == 2 and "itself" in bad.output
+
+
+@pytest.mark.parametrize("band", ["0.0001", "50"])
+def test_the_verdict_on_the_page_agrees_with_the_delta_m_it_shows(client: TestClient,
+                                                                   band: str) -> None:
+    """Issue 21.1: the verdict, its 'decided by' line and the Δm cell obey one band."""
+    import html as html_lib
+
+    page = client.post("/compare/run", data={**FORM, "min_delta_m": band}).text
+    verdict = re.search(r'id="verdict">.*?<div class="v">(.*?)</div>', page, re.S).group(1)
+    decided = html_lib.unescape(re.search(r'id="verdict-decided">(.*?)</li>', page,
+                                          re.S).group(1))
+    row = re.search(r"<td>m = logit\(A\).*?</tr>", page, re.S).group(0)
+    delta = float(re.findall(r"<td[^>]*>([+-][0-9.]+)</td>", row)[-1])
+    assert verdict in decided
+    if abs(delta) <= float(band):
+        assert verdict == "no change"
+    else:
+        assert verdict != "no change"
+        assert verdict == ("made worse" if delta < 0 else verdict)
+    # The prompts' outcomes use the same band: the target row's word agrees with the verdict.
+    target = re.search(r'id="target-outcome">(.*?)</tr>', page, re.S).group(1)
+    if verdict == "no change":
+        assert "no change" in target or "corrected" in target or "still right" in target \
+            or "broken" in target
