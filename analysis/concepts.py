@@ -9,24 +9,28 @@ Renin". A kept neuron is a candidate when it is
   influence;
 * **conceptual** — its top exemplars are not just the answer tokens, and its logit lens
   does not simply write A or B (those are output neurons, not concepts);
-* **on the wrong side** — it pushes m towards B (the wrong answer).
+* **on the wrong side** — it pushes m towards B (the wrong answer), *as measured*: when
+  the run's measured ablation effects are given (``analysis.attribution.effects``), a
+  neuron counts as pushing B when zeroing it raises m, whatever its attribution says, and
+  a candidate whose attribution and measurement disagree is flagged and ranked last.
 
-Score = |influence| x indirect share x (1 if conceptual else a penalty). The influence
-is already the neuron's total effect on m through every path (attribution), so no path
-enumeration is needed; the indirect share says how much of it flows through other
-nodes. Topic words for training texts come from the exemplars' contexts, never the
-answers' words.
+Score = |measured zero-ablation effect towards B| (the attributed |influence| when nothing
+was measured) x indirect share x (1 if conceptual else a penalty). The influence is
+already the neuron's total effect on m through every path, so no path enumeration is
+needed; the indirect share says how much of it flows through other nodes. Topic words
+for training texts come from the exemplars' contexts, never the answers' words.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from analysis.attribution.effects import NeuronEffect
 from analysis.attribution.results import CircuitResult
 
 LAST_LAYERS_SHARE = 0.1  # the last 10% of layers (at least two) count as output layers
@@ -55,6 +59,10 @@ class ConceptCandidate(BaseModel):
     conceptual: bool
     reasons: list[str]
     score: float
+    zero_effect: float | None = Field(None, description="Measured: m_clean - m zeroed.")
+    mean_effect: float | None = Field(None, description="Measured: m_clean - m mean-ablated.")
+    disagrees: bool = Field(False, description="Attribution and measurement point opposite "
+                                               "ways.")
     description: str | None = None
     exemplars: list[str] = Field(default_factory=list)
     topic_words: list[str] = Field(default_factory=list)
@@ -95,6 +103,7 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
                        exemplars: Callable[[int, int], list[Any]] | None = None,
                        describe: Callable[[int, int], str] | None = None,
                        always_on: Callable[[int, int], str | None] | None = None,
+                       effects: Mapping[tuple[int, int], NeuronEffect] | None = None,
                        limit: int = 15) -> list[ConceptCandidate]:
     """Kept neurons ranked as upstream concept candidates towards B (module docstring).
 
@@ -102,7 +111,9 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
     ``exemplars(layer, neuron)`` -> the index's top exemplars (with ``.token``, ``.left``,
     ``.right``) or None without an index; ``describe`` -> a short description;
     ``always_on`` -> the index's always-on reason or None (such a neuron is a bias in
-    disguise, not a concept)."""
+    disguise, not a concept); ``effects`` -> measured ablation effects by (layer, neuron)
+    (module docstring)."""
+    effects = effects or {}
     if result.target_b is None:
         return []
     answers = {_norm(result.target_a_text), _norm(result.target_b_text)} - {""}
@@ -116,13 +127,23 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
             direct[key] = direct.get(key, 0.0) + e.weight
     out: list[ConceptCandidate] = []
     for total in result.neurons:
-        if total.influence >= 0:  # pushes A: not what feeds the wrong answer
-            continue
         key = (total.layer, total.neuron)
+        measured = effects.get(key)
+        if total.influence >= 0 and (measured is None or measured.zero >= 0):
+            continue  # pushes A by both counts: not what feeds the wrong answer
         d = direct.get(key, 0.0)
-        share = max(0.0, min(1.0, 1.0 - abs(d) / abs(total.influence))) if result.edges \
-            else (1.0 if total.layer < last_output_layer else 0.0)
+        share = max(0.0, min(1.0, 1.0 - abs(d) / abs(total.influence))) \
+            if result.edges and total.influence else \
+            (1.0 if total.layer < last_output_layer else 0.0)
         reasons: list[str] = []
+        pull = abs(total.influence)  # towards B: the measurement's when there is one
+        if measured is not None:
+            pull = max(0.0, -measured.zero)
+            if measured.disagrees:
+                reasons.append(
+                    f"measured and attributed disagree: zeroing it moves m by "
+                    f"{-measured.zero:+.3f} (it pushes {measured.measured_towards}), "
+                    f"attributed {total.influence:+.3f}")
         upstream = total.layer < last_output_layer or share >= 1 - MAX_DIRECT_SHARE
         reasons.append(f"layer {total.layer} of {n_layers}" + (
             "" if total.layer < last_output_layer else " (an output layer)"))
@@ -145,7 +166,7 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
         if flagged:
             reasons.append(f"always-on over the corpus: {flagged}")
         conceptual = not writes_answer and on_answers < ANSWER_EXEMPLAR_SHARE and not flagged
-        score = abs(total.influence) * max(share, 0.05) * (
+        score = pull * max(share, 0.05) * (
             1.0 if conceptual else NOT_CONCEPTUAL_PENALTY)
         if not upstream:
             score *= NOT_CONCEPTUAL_PENALTY
@@ -153,6 +174,9 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
             layer=total.layer, neuron=total.neuron, influence=total.influence, direct=d,
             indirect_share=share, upstream=upstream, conceptual=conceptual,
             reasons=reasons, score=score,
+            zero_effect=measured.zero if measured else None,
+            mean_effect=measured.mean if measured else None,
+            disagrees=bool(measured and measured.disagrees),
             description=describe(*key) if describe is not None and ex else None,
             exemplars=[f"{e.left[-40:]}[{e.token}]{e.right[:40]}" for e in (ex or [])[:5]],
             topic_words=topic_words(contexts, banned) if contexts else []))

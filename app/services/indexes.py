@@ -285,6 +285,7 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
     when the model (or its base) has an index, its exemplars and data description."""
     from analysis.attribution.describe import describe_neuron
     from analysis.concepts import concept_candidates
+    from app.services.effects import effects_for
 
     row, reader = indexes.index_for(lm.name, lm.spec.base)
 
@@ -311,7 +312,8 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
 
     n_layers = int(lm.model.config.get_text_config().num_hidden_layers)
     found = concept_candidates(result, n_layers, logit_lens=lens, exemplars=exemplars,
-                               describe=describe, always_on=always_on, limit=limit)
+                               describe=describe, always_on=always_on,
+                               effects=effects_for(result, lm), limit=limit)
     return found, row
 
 

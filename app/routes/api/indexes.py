@@ -9,10 +9,12 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from analysis.attribution.effects import EFFECT_RULE, top_drivers
 from analysis.errors import InputError
 from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import NAME_PATTERN
+from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
 from app.services.runs import load_result, stored_run
 from app.store.tables import NeuronIndex
@@ -102,6 +104,22 @@ async def run_concepts(run_id: str, runs: RunsDep, manager: ManagerDep, labels: 
                                    lambda lm: run_candidates(result, lm, indexes, limit))
     return {"run_id": run_id, "index_id": row.id if row else None,
             "candidates": [c.model_dump(mode="json") for c in found]}
+
+
+@router.get("/runs/{run_id}/drivers")
+@computes
+async def run_drivers(run_id: str, runs: RunsDep, manager: ManagerDep,
+                      labels: LabelsDep) -> dict[str, Any]:
+    """The run's 12 strongest kept neurons by |attributed influence|, each with its
+    measured effect on m when zeroed and when mean-ablated at every position (m_clean -
+    m_ablated, so the sign compares with the influence), and whether the two disagree."""
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
+    drivers = await manager.run(run.model, lambda lm: top_drivers(result,
+                                                                   effects_for(result, lm)))
+    return {"run_id": run_id, "m": result.m, "effect": EFFECT_RULE,
+            "drivers": [d.model_dump(mode="json") for d in drivers],
+            "disagree": sum(d.disagrees for d in drivers)}
 
 
 @router.post("/neurons/{layer}/{neuron}/describe")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from analysis.attribution.effects import EFFECT_RULE, top_drivers
 from analysis.errors import InputError
 from app.access import computes
 from app.deps import (
@@ -21,6 +22,7 @@ from app.deps import (
     templates_of,
 )
 from app.schemas import NAME_PATTERN
+from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
 from app.services.jobs import job_or_404
 from app.services.runs import load_result, stored_run
@@ -146,6 +148,20 @@ async def index_job_cancel(request: Request, job_id: str, queue: QueueDep) -> HT
     return templates_of(request).TemplateResponse(request, "index_job.html", {
         "job": job, "log": queue.log_tail(job.id, 60),
         "running": job.state in ("queued", *ACTIVE)})
+
+
+@router.get("/runs/{run_id}/drivers", response_class=HTMLResponse)
+@computes
+async def run_drivers(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
+                      labels: LabelsDep) -> HTMLResponse:
+    """The run's strongest drivers: attributed influence beside measured ablation."""
+    run = stored_run(runs, run_id)
+    result = load_result(run, manager, labels)
+    drivers = await manager.run(run.model, lambda lm: top_drivers(result,
+                                                                   effects_for(result, lm)))
+    return templates_of(request).TemplateResponse(request, "_drivers.html", {
+        "drivers": drivers, "run_id": run_id, "m": result.m, "effect_rule": EFFECT_RULE,
+        "labels": {n.name: n.label for n in result.neurons if n.label}})
 
 
 @router.get("/runs/{run_id}/concepts", response_class=HTMLResponse)
