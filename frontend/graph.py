@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import markupsafe
@@ -468,6 +468,7 @@ class PathRow:
     steps: list[str]  # "L16/N1998 ·is"
     score: float
     towards: str
+    totals: list[float] = field(default_factory=list)  # each node's total influence
 
 
 def path_rows(result: CircuitResult, paths: list[Any]) -> list[PathRow]:
@@ -475,4 +476,5 @@ def path_rows(result: CircuitResult, paths: list[Any]) -> list[PathRow]:
     by_id = {n.node_id: n for n in result.nodes}
     return [PathRow(node_ids=list(p.nodes),
                     steps=[f"{by_id[i].name} {show_token(by_id[i].token)}" for i in p.nodes],
-                    score=p.score, towards=p.towards) for p in paths]
+                    score=p.score, towards=p.towards,
+                    totals=[by_id[i].influence for i in p.nodes]) for p in paths]

@@ -15,6 +15,15 @@ linearisation the edges come from, the scores of all paths through a node add up
 influence restricted to the circuit, and the scores of all paths add up to the kept
 nodes' direct effects: a decomposition, not just a ranking.
 
+"Why B" (``towards="B"``, and likewise "why A") ranks *coherent* paths only: every share
+along the path is positive and so is the first node's rest, so the only sign on the path
+is the last node's direct effect. Then every node's part of the path (the product from it
+to m) pushes the same way as the path itself. A signed decomposition would also list, as
+a path "into B", a chain whose first node pushes A along it and meets a negative share
+later; such a chain cancels against others and says nothing about why B wins. A node on a
+coherent B path can still push A *in total*, through its other paths; the view shows each
+node's total influence beside it.
+
 How they are found: the graph is a DAG in layer order (edges run from a lower layer to a
 higher one), so the k best paths are a dynamic programme, never an enumeration. For every
 node we keep the k best prefixes from the embeddings and the k best suffixes to m, per
@@ -54,9 +63,12 @@ class CircuitPath(BaseModel):
 
 
 class PathGraph:
-    """A circuit's nodes with the path factors: rest(t), share(s -> t), direct(t)."""
+    """A circuit's nodes with the path factors: rest(t), share(s -> t), direct(t).
+    ``coherent``: only positive shares, and only nodes with a positive rest start a path
+    (module docstring)."""
 
-    def __init__(self, result: CircuitResult) -> None:
+    def __init__(self, result: CircuitResult, coherent: bool = False) -> None:
+        self.coherent = coherent
         self.nodes: dict[str, Node] = {n.node_id: n for n in result.nodes}
         self.order = sorted(self.nodes, key=lambda i: (self.nodes[i].layer,
                                                        self.nodes[i].position, i))
@@ -73,9 +85,14 @@ class PathGraph:
             if target is None or abs(target.activation) < SILENT:
                 continue
             share = max(-1.0, min(1.0, e.raw / target.activation))
+            if coherent and share <= 0:
+                continue
             self.into[e.target].append((e.source, share))
             self.out[e.source].append((e.target, share))
         self.rest = {i: 1.0 - sum(f for _, f in self.into[i]) for i in self.nodes}
+        if coherent:  # the rest counts every kept source, reinforcing or not
+            full = PathGraph(result)
+            self.rest = full.rest
 
 
 def _best(candidates: list[Partial], k: int) -> list[Partial]:
@@ -100,7 +117,8 @@ def _prefixes(g: PathGraph, k: int) -> dict[str, dict[int, list[Partial]]]:
     for t in g.order:
         r = g.rest[t]
         acc: dict[int, list[Partial]] = {1: [], -1: []}
-        acc[1 if r >= 0 else -1].append((abs(r), (t,)))
+        if r > 0 or not g.coherent:
+            acc[1 if r >= 0 else -1].append((abs(r), (t,)))
         for s, share in g.into[t]:
             for sign, items in _extend(pre[s], share, t, before=False).items():
                 acc[sign].extend(items)
@@ -136,11 +154,11 @@ def _as_paths(g: PathGraph, found: list[tuple[float, tuple[str, ...]]],
 def top_paths(result: CircuitResult, *, through: str | None = None, k: int = 5,
               towards: Towards | None = None) -> list[CircuitPath]:
     """The ``k`` strongest paths (by |score|) from the embeddings to m, optionally only
-    those through node ``through`` and only those pushing ``towards`` one answer ("why
-    B": ``towards="B"``)."""
+    those through node ``through``. ``towards`` one answer ("why B": ``towards="B"``):
+    only coherent paths into it (module docstring)."""
     if not 1 <= k <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}", field="k")
-    g = PathGraph(result)
+    g = PathGraph(result, coherent=towards is not None)
     if through is not None and through not in g.nodes:
         raise InputError(f"node {through!r} is not in this view of the circuit "
                          "(filtered out, or not a kept node)", field="node")

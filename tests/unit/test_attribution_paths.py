@@ -55,8 +55,10 @@ def random_circuit(seed: int, n_layers: int = 5, per_layer: int = 4,
         completeness=Completeness(m=1.0, influence_sum=0.0, target=1.0, ratio=None))
 
 
-def all_paths(result: CircuitResult) -> list[tuple[float, tuple[str, ...]]]:
-    """Every path and its score, by plain enumeration (the reference)."""
+def all_paths(result: CircuitResult, coherent: bool = False
+              ) -> list[tuple[float, tuple[str, ...]]]:
+    """Every path and its score, by plain enumeration (the reference). ``coherent``: only
+    paths whose rest and shares are all positive (what "why A/B" ranks)."""
     g = PathGraph(result)
     found: list[tuple[float, tuple[str, ...]]] = []
 
@@ -64,10 +66,12 @@ def all_paths(result: CircuitResult) -> list[tuple[float, tuple[str, ...]]]:
         last = path[-1]
         found.append((value * g.direct.get(last, 0.0), path))
         for u, share in g.out[last]:
-            walk((*path, u), value * share)
+            if share > 0 or not coherent:
+                walk((*path, u), value * share)
 
     for start in g.order:
-        walk((start,), g.rest[start])
+        if g.rest[start] > 0 or not coherent:
+            walk((start,), g.rest[start])
     return found
 
 
@@ -75,10 +79,12 @@ def all_paths(result: CircuitResult) -> list[tuple[float, tuple[str, ...]]]:
 def test_dp_finds_the_same_top_paths_as_enumeration(seed: int) -> None:
     result = random_circuit(seed)
     every = all_paths(result)
+    coherent = all_paths(result, coherent=True)
     assert len(every) > 100  # enough paths that the ranking means something
     for towards, keep in ((None, lambda v: v != 0), ("A", lambda v: v > 0),
                           ("B", lambda v: v < 0)):
-        expected = sorted((p for p in every if keep(p[0])), key=lambda p: -abs(p[0]))[:7]
+        pool = every if towards is None else coherent
+        expected = sorted((p for p in pool if keep(p[0])), key=lambda p: -abs(p[0]))[:7]
         got = top_paths(result, k=7, towards=towards)
         assert [p.score for p in got] == pytest.approx([v for v, _ in expected])
         assert all(keep(p.score) for p in got)
@@ -89,7 +95,49 @@ def test_dp_finds_the_same_top_paths_as_enumeration(seed: int) -> None:
     assert all(through in p.nodes for p in got)
     assert {tuple(p.nodes) for p in got} == {p for _, p in expected}
     why_b = top_paths(result, through=through, k=5, towards="B")
-    assert why_b and all(p.score < 0 and p.towards == "B" for p in why_b)
+    expected = sorted((p for p in coherent if through in p[1] and p[0] < 0),
+                      key=lambda p: -abs(p[0]))[:5]
+    assert [p.score for p in why_b] == pytest.approx([v for v, _ in expected])
+    assert all(p.score < 0 and p.towards == "B" for p in why_b)
+
+
+def _suffix_signs(result: CircuitResult, nodes: list[str]) -> list[float]:
+    """The product from each node of a path to m: that node's part of the path."""
+    g = PathGraph(result)
+    share = {(s, t): f for s in g.nodes for t, f in g.out[s]}
+    out, value = [], g.direct.get(nodes[-1], 0.0)
+    for i in range(len(nodes) - 1, -1, -1):
+        if i < len(nodes) - 1:
+            value *= share[(nodes[i], nodes[i + 1])]
+        out.append(value)
+    return out[::-1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 6])
+def test_why_b_lists_only_paths_whose_every_step_pushes_b(seed: int) -> None:
+    """Issue 21.5: 'Why B' listed L0/N585, a node pushing A (+0.393), on a path 'into B'
+    whose sign came from a negative share further on. Every node's part of a Why-B path
+    now pushes B, and the path starts from a positive rest."""
+    result = random_circuit(seed)
+    for towards, sign in (("B", -1), ("A", 1)):
+        for p in top_paths(result, k=20, towards=towards):
+            assert all(v * sign > 0 for v in _suffix_signs(result, p.nodes))
+            assert PathGraph(result).rest[p.nodes[0]] > 0
+
+
+def test_a_node_pushing_a_is_not_made_a_path_into_b() -> None:
+    """The reported case in small: X (layer 0) pushes A directly (+0.9) and feeds Y with a
+    negative share; Y pushes A directly. X -> Y scores -0.5, a 'path into B' by sign alone."""
+    x = Node(layer=0, position=0, neuron=585, influence=0.4, activation=1.0, token="t0")
+    y = Node(layer=1, position=0, neuron=7, influence=1.0, activation=1.0, token="t0")
+    result = random_circuit(0).model_copy(update={
+        "nodes": [x, y],
+        "edges": [Edge(source=x.node_id, target=y.node_id, weight=-0.5, raw=-0.5),
+                  Edge(source=x.node_id, target="metric", weight=0.4, raw=0.9),
+                  Edge(source=y.node_id, target="metric", weight=1.0, raw=1.0)]})
+    signed = [p.nodes for p in top_paths(result, k=5) if p.score < 0]
+    assert signed == [[x.node_id, y.node_id]]  # the decomposition still has it
+    assert top_paths(result, k=5, towards="B") == []
 
 
 def test_paths_through_a_node_add_up_to_its_influence() -> None:
