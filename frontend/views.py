@@ -53,7 +53,9 @@ class RunView:
     answer_a: str
     answer_b: str | None
     m: float
-    influence_sum: float
+    influence_sum: float  # over the kept nodes
+    all_influence: float  # every neuron at every position (the completeness sum)
+    n_dropped: int  # always-on neurons left out of the kept nodes
     prob_a: float | None
     prob_b: float | None
     rank_a: int | None
@@ -109,7 +111,9 @@ def run_view(result: CircuitResult, run_id: str, created_at: datetime | None = N
         answer_a=result.target_a_text or str(result.target_a),
         answer_b=(result.target_b_text or str(result.target_b))
         if result.target_b is not None else None,
-        m=result.m, influence_sum=result.influence_sum, prob_a=result.prob_a,
+        m=result.m, influence_sum=result.influence_sum,
+        all_influence=result.completeness.influence_sum,
+        n_dropped=sum(f.dropped for f in result.always_on), prob_a=result.prob_a,
         prob_b=result.prob_b, rank_a=result.rank_a, rank_b=result.rank_b,
         prefers="A" if result.m >= 0 else "B", top=top, faithfulness=faith,
         faith_mode=f.mode if f else None, recovered=f.recovered if f else None,

@@ -63,7 +63,7 @@ def render_summary(result: CircuitResult, max_nodes: int = 20) -> str:
     net = a if total > 0 else (b if b is not None else f"against {a}")
     lines.append(
         f"Circuit: {len(result.nodes)} nodes ({rule}; per-layer top {p.per_layer_top_k}), "
-        f"influence sum {total:+.2f} (net toward {net})"
+        f"kept nodes' influence sum {total:+.2f} (net toward {net})"
     )
     for title, group in (
         (name_b, [n for n in result.nodes if n.influence <= 0]),

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from analysis.analyze import CircuitRequest
+from analysis.attribution.always_on import KnownAlwaysOn
 from analysis.comparison.verdict import CompareThresholds
 from analysis.evaluation import EvalItem
 
@@ -23,6 +24,9 @@ class CompareRequest(BaseModel):
     circuit: CircuitRequest
     prompt_set: list[PromptSetItem] = Field(default_factory=list)
     thresholds: CompareThresholds = Field(default_factory=CompareThresholds)
+    known_always_on: KnownAlwaysOn | None = Field(
+        None, exclude=True, description="The base's exemplar-index flags: both circuits "
+                                        "drop them, as a run of the base does.")
 
 
 

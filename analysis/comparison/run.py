@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.analyze import CircuitLimits, analyze
+from analysis.analyze import CircuitLimits, analyze, prepare
 from analysis.attribution import Attribution, CircuitResult
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.prune import count_above, threshold
@@ -162,7 +162,8 @@ class ComparisonResult(BaseModel):
                  f"  m        {b.m:+8.3f} -> {t.m:+8.3f}",
                  f"  P(A)     {pct(b.p_a)} -> {pct(t.p_a)}   rank {b.rank_a} -> {t.rank_a}",
                  f"  P(B)     {pct(b.p_b)} -> {pct(t.p_b)}   rank {b.rank_b} -> {t.rank_b}",
-                 f"  influence sum (kept nodes) {b.influence_sum:+.3f} -> "
+                 f"  influence sum of the kept nodes ({b.n_nodes} -> {t.n_nodes}) "
+                 f"{b.influence_sum:+.3f} -> "
                  f"{t.influence_sum:+.3f}",
                  f"  nodes kept {b.n_nodes} -> {t.n_nodes}; {self.threshold_text()}",
                  *[f"  WARNING: {w}" for w in self.warnings],
@@ -290,7 +291,8 @@ def _observe(lm: LoadedModel, req: CompareRequest, limits: CircuitLimits) -> Obs
             captured["cut"] = cut
             captured["n_above"], captured["fullest"] = count_above(attr, cut)
 
-    circuit = analyze(lm, req.circuit, limits, on_attribution=keep)
+    prep = prepare(lm, req.circuit, limits, req.known_always_on)
+    circuit = analyze(lm, req.circuit, limits, prepared=prep, on_attribution=keep)
     return Observation(
         model=lm.name, kind=lm.spec.kind, revision=lm.revision,
         memory_bytes=lm.memory_bytes(), signature=signature(lm), circuit=circuit,

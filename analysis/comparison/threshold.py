@@ -5,7 +5,7 @@ things."""
 
 from __future__ import annotations
 
-from analysis.analyze import CircuitLimits, analyze
+from analysis.analyze import CircuitLimits, analyze, prepare
 from analysis.attribution.prune import threshold
 from analysis.comparison.request import CompareRequest, prompt_items
 from analysis.evaluation import score_items
@@ -30,7 +30,9 @@ def reference_cut(lm: LoadedModel, req: CompareRequest,
         m = scored.m if scored.m is not None else scored.expected.logit
         return threshold(m, s.tau) or s.tau
     light = s.model_copy(update={"edges": False, "ablation": None, "max_nodes": None})
-    nodes = analyze(lm, req.circuit.model_copy(update={"settings": light}), limits).nodes
+    circuit = req.circuit.model_copy(update={"settings": light})
+    nodes = analyze(lm, circuit, limits,
+                    prepared=prepare(lm, circuit, limits, req.known_always_on)).nodes
     return min((abs(n.influence) for n in nodes), default=0.0) or s.tau
 
 

@@ -244,3 +244,28 @@ def test_the_verdict_on_the_page_agrees_with_the_delta_m_it_shows(client: TestCl
     if verdict == "no change":
         assert "no change" in target or "corrected" in target or "still right" in target \
             or "broken" in target
+
+
+def test_the_base_influence_sum_is_one_number_on_the_run_page_and_in_compare(
+        client: TestClient) -> None:
+    """Issue 21.4: the base's sum changed with the variant it was compared to; it is the
+    base circuit's kept-node sum, the same as a run of the base with the same settings,
+    and every page labels what it sums."""
+    run = client.post("/api/v1/attribute", json={
+        k: v for k, v in {**BODY, "model": "tiny4"}.items() if k not in ("base", "variant")})
+    assert run.status_code == 200, run.text
+    own = run.json()["result"]
+    own_sum = sum(n["influence"] for n in own["nodes"])
+    for variant in ("tiny4-full", "tiny4-lora"):
+        result = client.post("/api/v1/compare", json={**BODY, "variant": variant}).json()
+        base = result["result"]["base"]
+        assert base["n_nodes"] == len(own["nodes"])
+        assert base["influence_sum"] == pytest.approx(own_sum, abs=1e-6)
+    page = client.get(f"/runs/{run.json()['run_id']}").text
+    assert f"influence sum of the {len(own['nodes'])} kept nodes" in page
+    assert f"{own_sum:+.3f}" in page.split('id="influence-sum"')[1][:80]
+    total = own["completeness"]["influence_sum"]
+    assert f"every neuron at every position: {total:+.3f}" in page
+    compare = client.post("/compare/run", data=FORM).text
+    row = compare.split('id="influence-sum-row"')[1].split("</tr>")[0]
+    assert "influence sum of the kept nodes" in row and f"{own_sum:+.3f}" in row
