@@ -16,6 +16,7 @@ from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.correction.config import CorrectionTarget, TrainingConfig
 from analysis.models import NAME_PATTERN
+from analysis.probe import MAX_PROBED
 from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
 from analysis.screening import MAX_PROMPT_CHARS, FillerRule, ScreenItem
 
@@ -195,3 +196,22 @@ class PatchingBody(PromptSpec, NumbersNotBooleans):
 def prompt_spec(body: BaseModel) -> PromptSpec:
     """The analysis layer's prompt model from a request that inherits its fields."""
     return PromptSpec.of(body)
+
+
+class ProbeBody(NumbersNotBooleans):
+    """A concept probe of a stored run: the index's neurons for a concept, named neurons,
+    or both (analysis/probe.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(None, max_length=100,
+                              description="A concept to search the exemplar index for, "
+                                          "e.g. kidney (whole words and their inflections).")
+    neurons: list[Annotated[str, Field(max_length=24)]] = Field(
+        default_factory=list, max_length=MAX_PROBED,
+        description="Neurons to probe as well, named L<layer>/N<neuron>.")
+    factor: float = Field(0.0, ge=-10, le=10,
+                          description="Every probed neuron is multiplied by this at every "
+                                      "position together for the group effect (0 = zeroed).")
+    limit: int = Field(12, ge=1, le=MAX_PROBED,
+                       description="How many of the search's best hits to probe.")

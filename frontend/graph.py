@@ -411,11 +411,17 @@ def hover_point(start: tuple[float, float], end: tuple[float, float],
     return round((start[0] + end[0]) / 2, 4), round((start[1] + end[1]) / 2, 4)
 
 
+MIN_MARKER_PX = 3.0
+
+
 def marker_px(rel: float, unit_px: float) -> float:
-    """A node's marker diameter: at most 90% of a slot, so neighbours never touch."""
+    """A node's marker diameter: its area is proportional to |influence| (``rel``, a share
+    of the largest), at most 90% of a slot so neighbours never touch, and at least
+    ``MIN_MARKER_PX`` so the faintest node can still be clicked. (An offset floor of 6 px
+    drew every node at 6.6-8 px on a dense graph: sizes said nothing.) The page's
+    ``fitMarkers`` applies the same rule to its pixels."""
     biggest = min(26.0, 0.9 * unit_px)
-    smallest = min(6.0, biggest)
-    return round(smallest + (biggest - smallest) * math.sqrt(rel), 2)
+    return round(max(min(MIN_MARKER_PX, biggest), biggest * math.sqrt(rel)), 2)
 
 
 def hover_text(node: Node) -> str:

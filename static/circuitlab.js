@@ -29,14 +29,40 @@ function runId() {
 }
 
 // The neuron panel of a run (the Analyze page's run, or the run behind a Compare graph).
-function openNeuron(layer, neuron, position, run) {
+// Opened from the graph it sits beside the graph; opened from a table or a list it is a
+// drawer over the right edge of the window, in view wherever the page is scrolled.
+function openNeuron(layer, neuron, position, run, drawer) {
   const id = run || runId();
-  if (!id || !document.getElementById("panel")) return;
+  const panel = document.getElementById("panel");
+  if (!id || !panel) return;
+  panel.classList.toggle("drawer", !!drawer);
   const q = new URLSearchParams({ layer, neuron });
-  if (position !== undefined && position !== null) q.set("position", position);
+  if (position !== undefined && position !== null && position !== "") q.set("position", position);
   htmx.ajax("GET", `/runs/${id}/neuron?${q}`,
     { source: "#panel", target: "#panel", swap: "innerHTML" });
 }
+
+function closePanel() {
+  const panel = document.getElementById("panel");
+  if (!panel) return;
+  panel.innerHTML = "";
+  panel.classList.remove("drawer");
+}
+
+// Links and buttons say what they do in data-action (the page has no inline handlers:
+// its Content-Security-Policy runs only this file).
+document.addEventListener("click", (event) => {
+  const el = event.target.closest && event.target.closest("[data-action]");
+  if (!el) return;
+  if (el.dataset.action === "open-neuron") {
+    event.preventDefault();
+    openNeuron(el.dataset.layer, el.dataset.neuron, el.dataset.position, el.dataset.run,
+      !el.closest(".graph-area"));
+  } else if (el.dataset.action === "close-panel") {
+    event.preventDefault();
+    closePanel();
+  }
+});
 
 // Every <script type="application/json" class="plotly-figure" data-target=ID> becomes a
 // figure in the element with that id; attribution graphs (.graph[data-run] or the Analyze
@@ -71,11 +97,12 @@ function fitMarkers(gd) {
     Math.abs(L.yaxis.l2p(1) - L.yaxis.l2p(0)));
   if (Math.abs((gd._fittedUnit || 0) - unit) < 0.5) return;  // nothing to refit
   gd._fittedUnit = unit;
-  const biggest = Math.min(26, 0.9 * unit), smallest = Math.min(6, biggest);
+  // frontend/graph.py's marker_px: area proportional to |influence|, a 3 px floor.
+  const biggest = Math.min(26, 0.9 * unit), smallest = Math.min(3, biggest);
   const idx = traceIndexes(gd, isNodeTrace);
   if (!idx.length) return;
   const sizes = idx.map((i) => gd.data[i].customdata.map(
-    (c) => +(smallest + (biggest - smallest) * Math.sqrt(c[4] || 0)).toFixed(2)));
+    (c) => +Math.max(smallest, biggest * Math.sqrt(c[4] || 0)).toFixed(2)));
   Plotly.restyle(gd, { "marker.size": sizes }, idx);
 }
 
@@ -92,7 +119,10 @@ function bindGraph(gd) {
     if (!point || !isNodeTrace(point.data)) return;
     const [id, layer, neuron, position] = point.customdata;
     if (point.data.name === "supernodes") { toggleCollapse(point.customdata[5], false); return; }
-    if (gd.id !== "graph-plot") { openNeuron(layer, neuron, position, gd.dataset.run); return; }
+    if (gd.id !== "graph-plot") {
+      openNeuron(layer, neuron, position, gd.dataset.run, !gd.closest(".graph-area"));
+      return;
+    }
     if (ev.event && ev.event.shiftKey) {
       graph.multi.has(id) ? graph.multi.delete(id) : graph.multi.add(id);
     } else {
@@ -328,7 +358,7 @@ document.addEventListener("click", (event) => {
   const th = event.target.closest("table.sortable th[data-sort]");
   if (th) { sortBy(th); return; }
   const row = event.target.closest("tr.node-row");
-  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position);
+  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position, null, true);
   const exp = event.target.closest("[data-export]");
   if (exp) exportFigure(exp.dataset.export);
 });
@@ -337,7 +367,7 @@ document.addEventListener("keydown", (event) => {
   const th = event.target.closest && event.target.closest("table.sortable th[data-sort]");
   if (th) { sortBy(th); return; }
   const row = event.target.closest && event.target.closest("tr.node-row");
-  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position);
+  if (row) openNeuron(row.dataset.layer, row.dataset.neuron, row.dataset.position, null, true);
 });
 
 function sortBy(th) {

@@ -1,8 +1,10 @@
 """Find neurons by what their exemplars mention: "kidney" -> neurons whose top contexts
 contain the word, ranked.
 
-Each query word is found in the corpus texts (case-insensitive, as a substring, so
-"kidney" also finds "kidneys"), which marks the token positions it covers. A neuron scores,
+Each query word is found in the corpus texts case-insensitively as a whole word or an
+inflection of its stem (``word_pattern``: "kidney" finds "kidneys", "hormone" finds
+"hormonal", but "renal" never finds "adrenal" nor "cell" "cellulose"), which marks the
+token positions it covers. A neuron scores,
 per word, the share of its top-k exemplars (each weighted by its activation relative to
 the best one) whose activating token is part of the word (1) or has the word within
 ``NEAR_TOKENS`` tokens (``NEAR_WEIGHT``): 1.0 when every strong exemplar is on the word.
@@ -23,6 +25,25 @@ from analysis.neurons.schema import SearchHit
 NEAR_TOKENS = 3
 NEAR_WEIGHT = 0.25
 MAX_WORDS = 8
+# Endings an inflection may add to a query word's stem: plurals, verb forms, adjectives.
+_ENDINGS = ("s", "es", "ies", "ed", "ing", "al", "ally", "ic", "y", "ly", "ous", "ar")
+
+
+def stem(word: str) -> str:
+    """The query word without one inflection ending or final e (never shorter than 3)."""
+    for ending in ("ies", "es", "s", "e", "y"):
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[: -len(ending)]
+    return word
+
+
+def word_pattern(word: str) -> re.Pattern[str]:
+    """Whole words that are ``word`` or its stem plus one inflection ending (module
+    docstring): the start must be a word boundary, so no match inside another word."""
+    root = stem(word)
+    endings = "|".join(re.escape(e) for e in sorted({*_ENDINGS, "e", word[len(root):]},
+                                                     key=len, reverse=True) if e)
+    return re.compile(rf"\b(?:{re.escape(word)}|{re.escape(root)})(?:{endings})?\b")
 
 
 class _TextCache:
@@ -42,7 +63,7 @@ class _TextCache:
     def word_hits(self, word: str) -> np.ndarray:
         """Boolean [tokens]: the token positions that a match of ``word`` covers."""
         hits = np.zeros(len(self.char_start) - 1, dtype=bool)
-        for m in re.finditer(re.escape(word), self.blob):
+        for m in word_pattern(word).finditer(self.blob):
             first = int(np.searchsorted(self.char_start, m.start(), side="right") - 1)
             last = int(np.searchsorted(self.char_start, m.end() - 1, side="right") - 1)
             if self.text_of[first] == self.text_of[last]:

@@ -278,7 +278,8 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
         return gd && gd.data && !gd.data.some(d => d.name === 'supernodes'); }""")
 
-    # At 1024 px the panel opens as a drawer inside the viewport.
+    # At 1024 px the panel opens beside the graph, inside the viewport, and covers none
+    # of the graph's nodes (a drawer over the right edge covered most of them).
     page.set_viewport_size({"width": 1024, "height": 800})
     page.goto(url)
     page.wait_for_selector(GRAPH)
@@ -288,6 +289,23 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     box = page.locator("#panel").bounding_box()
     assert box is not None and box["y"] >= 0 and box["y"] + 40 < 800
     assert box["x"] + box["width"] <= 1024 + 1
+    nodes = centres(page)
+    box = page.locator("#panel").bounding_box()
+    assert box is not None
+    covered = [c for c in nodes
+               if box["x"] <= c["px"] <= box["x"] + box["width"]
+               and box["y"] <= c["py"] <= box["y"] + box["height"]]
+    assert covered == []
+    # Marker areas follow |influence|: diameters as the square root of the relative
+    # influence each node carries (customdata's last field), above the 3 px floor.
+    rel = page.evaluate("""() => document.getElementById('graph-plot').data
+        .filter(t => (t.name||'').startsWith('towards'))
+        .flatMap(t => t.customdata.map(c => c[4]))""")
+    sizes = [c["size"] for c in nodes]
+    big = max(sizes)
+    for r, px in zip(rel, sizes, strict=True):
+        assert px == pytest.approx(max(3.0, big * r ** 0.5), abs=0.05)
+    assert big >= 2 * min(sizes)
     graph_width = page.locator("#graph-plot").bounding_box()["width"]
     assert graph_width > 600  # the form column yielded width to the graph
     save(page, "seed-1024-panel")

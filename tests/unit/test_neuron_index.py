@@ -201,6 +201,11 @@ def test_description_and_search_find_the_planted_neuron(built: NeuronIndex,
     assert (hits[0].layer, hits[0].neuron) == X_NEURON
     assert hits[0].example.token == x_text
     assert built.search("zzzz-not-there") == []
+    # Whole words or their inflections only: "amine" sits inside "dopamine" but is not a
+    # word of it (as "renal" is not a word of "adrenal"); a plural still finds it.
+    assert built.search("amine") == []
+    plural = built.search("dopamines", limit=1)
+    assert (plural[0].layer, plural[0].neuron) == X_NEURON
 
 
 def test_resume_after_a_stop_equals_one_build(planted: dict[str, Any], built: NeuronIndex,

@@ -11,11 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from analysis.attribution.effects import EFFECT_RULE, top_drivers
 from analysis.errors import InputError
+from analysis.probe import parse_neurons
 from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.schemas import NAME_PATTERN
+from app.schemas import NAME_PATTERN, ProbeBody
 from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
+from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
 from app.store.tables import NeuronIndex
 
@@ -120,6 +122,24 @@ async def run_drivers(run_id: str, runs: RunsDep, manager: ManagerDep,
     return {"run_id": run_id, "m": result.m, "effect": EFFECT_RULE,
             "drivers": [d.model_dump(mode="json") for d in drivers],
             "disagree": sum(d.disagrees for d in drivers)}
+
+
+@router.post("/runs/{run_id}/probe")
+@computes
+async def run_probe(run_id: str, body: ProbeBody, runs: RunsDep, manager: ManagerDep,
+                    labels: LabelsDep, indexes: IndexesDep) -> dict[str, Any]:
+    """Does the model use a concept on this run's prompt, and which way does it push?
+    The exemplar index's neurons for ``query`` (and the named ``neurons``), each with its
+    activation at every position, its attributed influence on m (a fresh dense
+    attribution with the run's method, so pruned neurons count too), whether the circuit
+    kept it and why not (``rule``), and the measured effect of scaling them all together
+    by ``factor`` (m, P(A), P(B) before -> after)."""
+    run = stored_run(runs, run_id)
+    probed, row = await probe_run(run, manager, labels, indexes, query=body.query,
+                                  neurons=parse_neurons(" ".join(body.neurons)),
+                                  factor=body.factor, limit=body.limit)
+    return {"run_id": run_id, "index_id": row.id if row else None,
+            **probed.model_dump(mode="json")}
 
 
 @router.post("/neurons/{layer}/{neuron}/describe")

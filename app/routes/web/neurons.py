@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from analysis.attribution.effects import EFFECT_RULE, top_drivers
 from analysis.errors import InputError
+from analysis.probe import MAX_PROBED, parse_neurons
 from app.access import computes
 from app.deps import (
     IndexesDep,
@@ -25,6 +26,7 @@ from app.schemas import NAME_PATTERN
 from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
 from app.services.jobs import job_or_404
+from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
 from app.store.indexes import BUILDING, QUEUED
 from app.store.jobs import ACTIVE
@@ -175,3 +177,19 @@ async def run_concepts(request: Request, run_id: str, runs: RunsDep, manager: Ma
     return templates_of(request).TemplateResponse(request, "_concepts.html", {
         "candidates": found, "index": row, "run_id": run_id, "model": run.model,
         "answer_b": result.target_b_text})
+
+
+@router.post("/runs/{run_id}/probe", response_class=HTMLResponse)
+@computes
+async def run_probe(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
+                    labels: LabelsDep, indexes: IndexesDep,
+                    query: Annotated[str, Form(max_length=100)] = "",
+                    neurons: Annotated[str, Form(max_length=400)] = "",
+                    factor: Annotated[float, Form(ge=-10, le=10)] = 0.0,
+                    limit: Annotated[int, Form(ge=1, le=MAX_PROBED)] = 12) -> HTMLResponse:
+    """The concept probe (Stage 4 by hypothesis) as a fragment of the run page."""
+    run = stored_run(runs, run_id)
+    probed, row = await probe_run(run, manager, labels, indexes, query=query,
+                                  neurons=parse_neurons(neurons), factor=factor, limit=limit)
+    return templates_of(request).TemplateResponse(request, "_probe.html", {
+        "probe": probed, "index": row, "run_id": run_id})
