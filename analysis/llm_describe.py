@@ -46,26 +46,35 @@ def describe_prompt(layer: int, neuron: int, exemplars: Sequence[Any],
         "respond to? Answer with the phrase only.")
 
 
-def llm_describe(endpoint: LLMEndpoint, prompt: str) -> str:
-    """Ask the endpoint; the first line of its answer, trimmed. Failures are an
-    UpstreamError naming the endpoint (never the key)."""
-    body = json.dumps({"model": endpoint.model, "temperature": 0,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+def chat(endpoint: LLMEndpoint, prompt: str, *, temperature: float = 0.0,
+         seed: int | None = None) -> str:
+    """One user message to the endpoint; its whole answer. Failures are an UpstreamError
+    naming the endpoint (never the key)."""
+    payload: dict[str, Any] = {"model": endpoint.model, "temperature": temperature,
+                               "messages": [{"role": "user", "content": prompt}]}
+    if seed is not None:
+        payload["seed"] = seed
     headers = {"Content-Type": "application/json"}
     key = os.environ.get(endpoint.api_key_env)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(endpoint.url.rstrip("/") + "/chat/completions",
-                                     data=body, headers=headers, method="POST")
+                                     data=json.dumps(payload).encode(), headers=headers,
+                                     method="POST")
     try:
         with urllib.request.urlopen(request, timeout=endpoint.timeout_s) as response:
-            payload = json.loads(response.read())
-        text = str(payload["choices"][0]["message"]["content"])
+            answer = json.loads(response.read())
+        return str(answer["choices"][0]["message"]["content"])
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise UpstreamError(f"the LLM endpoint {endpoint.url} did not answer: {exc}") from exc
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise UpstreamError(f"the LLM endpoint {endpoint.url} answered in an unexpected "
                             "shape (expected an OpenAI chat completion)") from exc
+
+
+def llm_describe(endpoint: LLMEndpoint, prompt: str) -> str:
+    """Ask the endpoint; the first line of its answer, trimmed."""
+    text = chat(endpoint, prompt)
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if not first:
         raise UpstreamError(f"the LLM endpoint {endpoint.url} answered with no text")

@@ -8,13 +8,14 @@ operator's settings in analysis/.
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from analysis.attribution.settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.correction.config import CorrectionTarget, TrainingConfig
+from analysis.correction.drafts import MAX_DRAFTS
 from analysis.models import NAME_PATTERN
 from analysis.probe import MAX_PROBED
 from analysis.prompts import MAX_SYSTEM_CHARS, PromptSpec
@@ -215,3 +216,20 @@ class ProbeBody(NumbersNotBooleans):
                                       "position together for the group effect (0 = zeroed).")
     limit: int = Field(12, ge=1, le=MAX_PROBED,
                        description="How many of the search's best hits to probe.")
+
+
+class DraftsBody(NumbersNotBooleans):
+    """Draft training texts on a concept for a stored run (analysis/correction/drafts.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concept: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        min_length=1, max_length=8,
+        description="The concept's words, e.g. a candidate's topic words or a probe query.")
+    n: int = Field(4, ge=1, le=MAX_DRAFTS, description="How many drafts.")
+    writer: Literal["auto", "model", "endpoint"] = Field(
+        "auto", description="Who writes: the configured LLM endpoint (auto, when one is "
+                            "configured) or the resident model.")
+    topic_words: list[Annotated[str, Field(max_length=60)]] | None = Field(
+        None, max_length=20, description="Words the check flags (default: the run's "
+                                         "suggested topic words).")

@@ -55,6 +55,7 @@ document.addEventListener("click", (event) => {
   const el = event.target.closest && event.target.closest("[data-action]");
   if (!el) return;
   if (el.dataset.action === "open-neuron") {
+    if (!document.getElementById("panel")) return;  // no panel here: follow the link
     event.preventDefault();
     openNeuron(el.dataset.layer, el.dataset.neuron, el.dataset.position, el.dataset.run,
       !el.closest(".graph-area"));
@@ -306,6 +307,9 @@ function restoreState() {
     if (m) openNeuron(m[1], m[2], m[3]);
   }
   if (graph.view) loadPaths();
+  // ?open=L6/N1284 (a search hit's link): that neuron's panel, kept in the circuit or not.
+  const open = (q.get("open") || "").match(/^L(\d+)\/N(\d+)$/);
+  if (open && !graph.selected) openNeuron(open[1], open[2], null, id, true);
   saveState();
 }
 

@@ -108,7 +108,7 @@ def seed_index(embedded_lm):  # type: ignore[no-untyped-def]
 
     texts = default_corpus().texts
     topical = [t for t in texts if any(w in t.lower() for w in SEED_INDEX_TOPICS)][:240]
-    general = [t for t in texts if t not in set(topical)][:60]
+    general = [t for t in texts if t not in set(topical)][-60:]  # general English: last
     corpus = Corpus.of("wordnet-seed-sample", topical + general)
     settings = IndexSettings(max_len=48)
     key = hashlib.sha256(f"{embedded_lm.revision}:{corpus.key}:"

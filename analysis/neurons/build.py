@@ -305,7 +305,11 @@ def _run(lm: LoadedModel, out_dir: Path, settings: IndexSettings, meta: IndexMet
                     snapshot(complete=False)
                     raise Cancelled(_summary(out_dir, meta, time.perf_counter() - started,
                                              done_here))
-                if since_snapshot >= settings.snapshot_tokens:
+                # Snapshots come early and then double their spacing up to the cadence, so a
+                # new index is readable (and searchable) within its first minutes.
+                written = meta.tokens_done - since_snapshot
+                due = min(settings.snapshot_tokens, max(settings.snapshot_tokens // 5, written))
+                if since_snapshot >= due:
                     snapshot(complete=False)
             snapshot(complete=True)
         finally:

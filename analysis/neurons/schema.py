@@ -29,7 +29,9 @@ class IndexSettings(BaseModel):
                              "batches are built within a chunk, chunks run in corpus "
                              "order, so a growing index has seen the corpus evenly.")
     snapshot_tokens: int = Field(50_000, ge=1, description="Tokens between two "
-                                 "readable snapshots (and resume points).")
+                                 "readable snapshots (and resume points); the first comes "
+                                 "after a fifth of it, the next ones double their spacing "
+                                 "up to it.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Dtype of the indexing forward. auto: bfloat16 on a GPU or a "
         "CPU with native bf16 (AVX512-BF16/AMX), where it is faster and the exemplar "

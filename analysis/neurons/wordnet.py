@@ -104,10 +104,12 @@ def default_sample(directory: Path = WORDNET_DIR,
                    weights: dict[str, float] | None = None,
                    general: float = DEFAULT_GENERAL_WEIGHT) -> list[str]:
     """The default corpus's texts: each synset kept with its lexicographer file's weight,
-    decided by a hash of its identity, then ordered by a second hash so that any prefix
-    (what a growing index has seen) mixes biomedical and general texts evenly."""
+    decided by a hash of its identity. The files taken whole (the biomedical ones) come
+    first, then the sampled rest, each part ordered by a second hash: a growing index
+    knows organs, hormones and diseases within its first minutes (the seeds' prompts),
+    and its general-purpose neurons see ordinary English after."""
     weights = DEFAULT_WEIGHTS if weights is None else weights
-    kept = [(_draw(s), s.text) for s in synsets(directory)
+    kept = [(weights.get(s.lexname, general) < 1.0, s.text) for s in synsets(directory)
             if _draw(s) < weights.get(s.lexname, general)]
-    kept.sort(key=lambda pair: hashlib.sha256(pair[1].encode()).digest())
+    kept.sort(key=lambda pair: (pair[0], hashlib.sha256(pair[1].encode()).digest()))
     return [text for _, text in kept]

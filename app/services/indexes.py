@@ -6,7 +6,9 @@ has grown (an index is usable for what it has seen while it is being built)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +326,39 @@ def promoted_tokens(lm: Any, layer: int, neuron: int) -> list[str]:
     check_model_neuron(lm.model, layer, neuron)
     return [t.token or "" for t in describe_neuron(lm.model, lm.tokenizer, layer, neuron,
                                                     top_k=10).promotes]
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """An exemplar index that is still being built, as a run page reports it."""
+
+    model: str
+    corpus_name: str
+    state: str
+    tokens_done: int
+    tokens_total: int
+    tokens_per_s: float | None
+    eta_s: float | None
+    job_id: str | None
+
+    @property
+    def share(self) -> float:
+        return self.tokens_done / self.tokens_total if self.tokens_total else 0.0
+
+
+def index_status(indexes: IndexService, model: str, base: str | None) -> IndexStatus | None:
+    """The model's (or its base's) index being built, with its job's rate and ETA; None
+    when none is building."""
+    for name in (model, base):
+        row = indexes.building(name) if name else None
+        if row is None:
+            continue
+        progress: dict[str, Any] = {}
+        if row.job_id:
+            with contextlib.suppress(JobNotFound):  # a deleted job leaves the row
+                progress = indexes.queue.get(row.job_id).progress or {}
+        return IndexStatus(model=row.model, corpus_name=row.corpus_name, state=row.state,
+                           tokens_done=row.tokens_done, tokens_total=row.tokens_total or 0,
+                           tokens_per_s=progress.get("tokens_per_s"),
+                           eta_s=progress.get("eta_s"), job_id=row.job_id)
+    return None

@@ -156,3 +156,28 @@ def test_bad_probes_are_refused_with_a_reason(client_run, body, status, words) -
     assert words in r.text
     assert client.post("/api/v1/runs/nope/probe", json={"neurons": ["L0/N1"]}).status_code == 404
 
+
+
+def test_a_run_page_says_an_index_is_building_with_its_progress(client_run) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22.4: while the model's index is queued or builds, the concept candidates
+    say so with tokens, share and ETA (from the build job's progress) and poll for more."""
+    from analysis.neurons.corpus import Corpus
+    from app.store.indexes import BUILDING
+    from app.store.tables import Job
+
+    client, run_id, _ = client_run
+    indexes = client.app.state.indexes
+    corpus = Corpus.of("kidney-glosses", ["the kidneys filter the blood"])
+    row = indexes.build("tiny", "rev", corpus, {"kind": "default"}, {})
+    queued = client.get(f"/runs/{run_id}/concepts").text
+    assert 'id="index-status" data-state="queued"' in queued and "queued" in queued
+    assert 'hx-trigger="every 15s"' in queued and "No exemplar index" not in queued
+    indexes.store.update(row.id, state=BUILDING, tokens_done=5_000, tokens_total=20_000)
+    with indexes.queue.store.sessions() as s:
+        job = s.get(Job, row.job_id)
+        job.progress = {"tokens_per_s": 250.0, "eta_s": 60.0}
+        s.commit()
+    page = client.get(f"/runs/{run_id}/concepts").text
+    assert "5,000 of 20,000 tokens (25%)" in page
+    assert "about 1.0 min left at 250 tokens/s" in page
+    assert "fill in as it grows" in page

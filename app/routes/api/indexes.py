@@ -14,7 +14,8 @@ from analysis.errors import InputError
 from analysis.probe import parse_neurons
 from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
-from app.schemas import NAME_PATTERN, ProbeBody
+from app.schemas import NAME_PATTERN, DraftsBody, ProbeBody
+from app.services.drafts import drafts_for_run
 from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
 from app.services.probe import probe_run
@@ -140,6 +141,22 @@ async def run_probe(run_id: str, body: ProbeBody, runs: RunsDep, manager: Manage
                                   factor=body.factor, limit=body.limit)
     return {"run_id": run_id, "index_id": row.id if row else None,
             **probed.model_dump(mode="json")}
+
+
+@router.post("/runs/{run_id}/drafts")
+@computes
+async def run_drafts(run_id: str, body: DraftsBody, runs: RunsDep, manager: ManagerDep,
+                     settings: SettingsDep) -> dict[str, Any]:
+    """Draft training texts tying the run's correct answer to a concept (Stage 5's
+    start): each checked by the text check (a sample naming the wrong answer is
+    discarded and counted), then all scored before the run's prompt (the in-context
+    preview). Suggestions only: nothing is queued."""
+    run = stored_run(runs, run_id)
+    drafts, preview = await drafts_for_run(run, manager, settings.llm_describer,
+                                           concept=body.concept, n=body.n, writer=body.writer,
+                                           topic_words=body.topic_words)
+    return {"run_id": run_id, **drafts.model_dump(mode="json"),
+            "preview": preview.model_dump(mode="json") if preview else None}
 
 
 @router.post("/neurons/{layer}/{neuron}/describe")

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from analysis.attribution.effects import EFFECT_RULE, top_drivers
+from analysis.correction.drafts import MAX_DRAFTS
 from analysis.errors import InputError
 from analysis.probe import MAX_PROBED, parse_neurons
 from app.access import computes
@@ -23,8 +24,9 @@ from app.deps import (
     templates_of,
 )
 from app.schemas import NAME_PATTERN
+from app.services.drafts import drafts_for_run
 from app.services.effects import effects_for
-from app.services.indexes import promoted_tokens, run_candidates
+from app.services.indexes import index_status, promoted_tokens, run_candidates
 from app.services.jobs import job_or_404
 from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
@@ -82,9 +84,10 @@ async def llm_describe_neuron(
 
 
 def _indexes_context(manager: ManagerDep, settings: SettingsDep,
-                     indexes: IndexesDep) -> dict[str, object]:
+                     indexes: IndexesDep, runs: RunsDep | None = None) -> dict[str, object]:
     rows = indexes.list()
     return {"indexes": rows, "models": manager.registry.names(),
+            "recent_runs": runs.listing(20) if runs is not None else [],
             "default_model": settings.default_model,
             "active": any(r.state in (QUEUED, BUILDING) for r in rows),
             "corpus_cap_mb": settings.body_limits.corpus // 1_000_000}
@@ -92,9 +95,9 @@ def _indexes_context(manager: ManagerDep, settings: SettingsDep,
 
 @router.get("/indexes", response_class=HTMLResponse)
 async def indexes_page(request: Request, manager: ManagerDep, settings: SettingsDep,
-                       indexes: IndexesDep) -> HTMLResponse:
+                       indexes: IndexesDep, runs: RunsDep) -> HTMLResponse:
     return templates_of(request).TemplateResponse(
-        request, "indexes.html", _indexes_context(manager, settings, indexes))
+        request, "indexes.html", _indexes_context(manager, settings, indexes, runs))
 
 
 @router.get("/indexes/list", response_class=HTMLResponse)
@@ -126,9 +129,18 @@ async def indexes_build(request: Request, manager: ManagerDep, settings: Setting
 
 @router.get("/neurons/search", response_class=HTMLResponse)
 async def search_partial(request: Request, manager: ManagerDep, settings: SettingsDep,
-                         indexes: IndexesDep,
+                         indexes: IndexesDep, runs: RunsDep, labels: LabelsDep,
                          q: Annotated[str, Query(max_length=100)] = "",
-                         model: Annotated[str, Query(max_length=64)] = "") -> HTMLResponse:
+                         model: Annotated[str, Query(max_length=64)] = "",
+                         run: Annotated[str, Query(max_length=32)] = "") -> HTMLResponse:
+    """The index's neurons for the words; on a run, each hit with its status there (in
+    circuit / pruned / inactive, the concept probe) and a link to its panel."""
+    if run:
+        stored = stored_run(runs, run)
+        probed, row = await probe_run(stored, manager, labels, indexes, query=q, neurons=[],
+                                      factor=0.0, limit=MAX_PROBED)
+        return templates_of(request).TemplateResponse(request, "_probe.html", {
+            "probe": probed, "index": row, "run_id": stored.id, "run": stored})
     model = model or settings.default_model
     row, hits = await run_in_threadpool(indexes.search, model, _base_of(manager, model), q)
     return templates_of(request).TemplateResponse(request, "_neuron_search.html", {
@@ -174,9 +186,11 @@ async def run_concepts(request: Request, run_id: str, runs: RunsDep, manager: Ma
     run = stored_run(runs, run_id)
     result = load_result(run, manager, labels)
     found, row = await manager.run(run.model, lambda lm: run_candidates(result, lm, indexes))
+    building = await run_in_threadpool(index_status, indexes, run.model, _base_of(manager,
+                                                                                  run.model))
     return templates_of(request).TemplateResponse(request, "_concepts.html", {
         "candidates": found, "index": row, "run_id": run_id, "model": run.model,
-        "answer_b": result.target_b_text})
+        "answer_b": result.target_b_text, "index_building": building})
 
 
 @router.post("/runs/{run_id}/probe", response_class=HTMLResponse)
@@ -193,3 +207,18 @@ async def run_probe(request: Request, run_id: str, runs: RunsDep, manager: Manag
                                   neurons=parse_neurons(neurons), factor=factor, limit=limit)
     return templates_of(request).TemplateResponse(request, "_probe.html", {
         "probe": probed, "index": row, "run_id": run_id})
+
+
+@router.post("/runs/{run_id}/drafts", response_class=HTMLResponse)
+@computes
+async def run_drafts(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
+                     settings: SettingsDep,
+                     concept: Annotated[str, Form(max_length=200)] = "",
+                     n: Annotated[int, Form(ge=1, le=MAX_DRAFTS)] = 4) -> HTMLResponse:
+    """Drafts on the typed concept (comma-separated words), checked and previewed."""
+    run = stored_run(runs, run_id)
+    words = [w.strip() for w in concept.split(",") if w.strip()]
+    drafts, preview = await drafts_for_run(run, manager, settings.llm_describer,
+                                           concept=words, n=n)
+    return templates_of(request).TemplateResponse(request, "_drafts.html", {
+        "drafts": drafts, "preview": preview, "run_id": run_id})
