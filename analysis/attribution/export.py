@@ -23,7 +23,7 @@ neither circuit-tracer's viewer nor Neuronpedia's graph page crashes on them:
   cumulative mass, max nodes, edge threshold) is in ``metadata.pruning_settings`` and the
   model, method and metric in ``metadata.generation_settings``;
 * ONE output node, for the metric: every kept neuron links into it with its effect on
-  ``m``. For a contrast it reads ``m = "logit(' A') − logit(' B')" (p=0.271)``: the
+  ``m``. For a contrast it reads ``m = logit difference "' A' − ' B'" (p=0.271)``: the
   viewers show the text between the first pair of double quotes as the output's name and
   parse the number after ``(p=``, which here is ``sigmoid(m)``, the probability that A
   beats B in a two-way choice between them (not A's softmax probability, which is in
@@ -110,6 +110,12 @@ def metric_label(name_a: str, name_b: str | None) -> str:
     return f"logit('{name_a}') − logit('{name_b}')"
 
 
+def output_name(name_a: str, name_b: str | None) -> str:
+    """The output node's name in the viewers (short: it is drawn at -45° above the graph):
+    ``' al' − ' ren'`` for a contrast, the token itself for one target."""
+    return name_a if name_b is None else f"'{name_a}' − '{name_b}'"
+
+
 def _output_node(result: CircuitResult, name_a: str, name_b: str | None, layer: int,
                  pos: int) -> dict[str, Any]:
     """The one output node. The viewers name it by the text between the first pair of
@@ -121,7 +127,7 @@ def _output_node(result: CircuitResult, name_a: str, name_b: str | None, layer: 
         clerp = f'Output "{name_a}" (p={p:.3f})'
     else:
         p = _sigmoid(result.m)
-        clerp = f'm = "{metric_label(name_a, name_b)}" (p={p:.3f})'
+        clerp = f'm = logit difference "{output_name(name_a, name_b)}" (p={p:.3f})'
     token_id = result.target_a
     return {
         "node_id": f"{layer}_{token_id}_{pos}",

@@ -144,8 +144,8 @@ def test_one_output_node_carries_m(run: CircuitResult) -> None:
         assert _viewer_token(out["clerp"]) == f" w{A}"
         assert _viewer_p(out["clerp"]) == pytest.approx(run.prob_a, abs=5e-4)
     else:
-        assert _viewer_token(out["clerp"]) == f"logit(' w{A}') − logit(' w{B}')"
-        assert out["clerp"].startswith('m = "')
+        assert _viewer_token(out["clerp"]) == f"' w{A}' − ' w{B}'"
+        assert out["clerp"].startswith('m = logit difference "')
         # sigmoid(m): the probability that A beats B in a two-way choice.
         assert _viewer_p(out["clerp"]) == pytest.approx(1 / (1 + math.exp(-run.m)), abs=5e-4)
         assert out["token_prob"] == pytest.approx(1 / (1 + math.exp(-run.m)))
