@@ -18,6 +18,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The embedded model is converted once into the project's cache and reused by every run.
 CACHE_DIR = Path(os.environ.get("CIRCUITLAB_CACHE_DIR", PROJECT_ROOT / "models_cache"))
 SEED_PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
+# The developers' shared folder beside the project (CI has it at ../shared): realclient/
+# holds circuit-tracer's viewer and Neuronpedia's graph formatter, runnable offline.
+SHARED_DIR = Path(os.environ.get("CIRCUITLAB_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+REALCLIENT = SHARED_DIR / "realclient"
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,15 @@ Layout as written by ``circuit_tracer.utils.create_graph_files`` (graph_models.p
 schema_version), ``qParams``, ``nodes`` and ``links`` (source, target, weight). Every
 export validates against Neuronpedia's upload schema (tests/fixtures/conformance).
 
-Mapping choices, so the field's viewers read our neuron graphs as we mean them:
+Mapping choices, so the field's viewers read our neuron graphs as we mean them and
+neither circuit-tracer's viewer nor Neuronpedia's graph page crashes on them:
 
 * neuron nodes use ``node_id = "{layer}_{neuron}_{pos}"`` and ``feature_type =
-  "cross layer transcoder"`` (the viewers only know that feature kind besides errors,
-  embeddings and logits); ``feature`` is the Cantor pairing of (layer, neuron) like
-  circuit-tracer's; ``clerp`` is the user's label or ``L{l}/N{n}``;
+  "mlp neuron"`` (NEURON_TYPE). circuit-tracer's viewer fetches a node's examples only
+  for ``"cross layer transcoder"`` (from ``huggingface.co/<scan>/...``); any other kind
+  shows its label and no examples, so clicking one of our neurons fetches nothing.
+  ``feature`` is the Cantor pairing of (layer, neuron) like circuit-tracer's; ``clerp``
+  is the user's label or ``L{l}/N{n}``;
 * ``influence`` is what circuit-tracer's viewer prunes on: the cumulative share of the
   exported nodes' total |influence| up to and including the node (nodes ranked by
   |influence|, so the strongest is smallest, the last is exactly 1). Our signed influence
@@ -19,16 +22,23 @@ Mapping choices, so the field's viewers read our neuron graphs as we mean them:
   on every exported node and its slider prunes from there. Our own pruning (tau or
   cumulative mass, max nodes, edge threshold) is in ``metadata.pruning_settings`` and the
   model, method and metric in ``metadata.generation_settings``;
-* the answers are plain logit nodes, ``Output "tok" (p=0.123)``, the form the viewer
-  parses (token between the first pair of quotes, probability after ``(p=``). Each node's
-  link into answer A's node carries its effect on our metric: ``m = logit(A) - logit(B)``
-  for a contrast, ``logit(A)`` for one target. For a contrast B's node has no links: we
-  attribute the difference, not each logit, and the viewer's ``logitDiff=A__vs__B``
-  URL parameter then builds a node named "A - B" whose links are exactly those effects
-  (``generation_settings.viewer_query`` holds that query);
-* ``metadata.scan`` is ``circuitlab-neurons.<model>``: the viewers fetch feature
-  examples by ``scan`` (as a model or repository id), and no hub id can start so, so
-  nobody's examples are shown as our neurons'. The model's own name is in
+* ONE output node, for the metric: every kept neuron links into it with its effect on
+  ``m``. For a contrast it reads ``m = logit difference "' A' − ' B'" (p=0.271)``: the
+  viewers show the text between the first pair of double quotes as the output's name and
+  parse the number after ``(p=``, which here is ``sigmoid(m)``, the probability that A
+  beats B in a two-way choice between them (not A's softmax probability, which is in
+  ``generation_settings.prob_a``). For one target it is the plain ``Output " A" (p=...)``
+  with A's softmax probability and the links are effects on ``logit(A)``. (The viewers'
+  own ``logitDiff`` query builds a node without ``(p=`` that crashes both of them, so
+  the export neither needs nor suggests it);
+* one remainder node (REMAINDER_TYPE, an "error" kind to both viewers) links into the
+  output node with ``m`` minus the kept neurons' summed effects: everything the exported
+  circuit leaves out (other neurons, attention, embeddings, biases, the method's own
+  error), so the links into the output add up to ``m``. It is drawn in the model's last
+  layer at the last position, which also gives Neuronpedia's formatter a nonzero layer
+  when every kept neuron is in layer 0 (it throws "No layer found" otherwise);
+* ``metadata.scan`` is ``circuitlab-neurons.<model>``: no hub id starts so, so nobody's
+  examples are shown as our neurons'. The model's own name is in
   ``generation_settings.model``;
 * every prompt position gets an embedding node ``E_{token}_{pos}`` (no links), as in
   circuit-tracer's files.
@@ -37,6 +47,7 @@ Mapping choices, so the field's viewers read our neuron graphs as we mean them:
 from __future__ import annotations
 
 import json
+import math
 import re
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -48,6 +59,12 @@ from analysis.attribution.results import METRIC_NODE_ID, CircuitResult
 # Neuronpedia refuses an upload whose scan or slug has other characters.
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]+")
 SCAN_PREFIX = "circuitlab-neurons."
+# Not circuit-tracer's "cross layer transcoder": its viewer fetches examples from a model
+# hub for that kind only, and ours are MLP neurons, not transcoder features.
+NEURON_TYPE = "mlp neuron"
+# An "error" kind to both viewers (they test feature_type for "error"), but not their own
+# "mlp reconstruction error", whose label Neuronpedia overwrites with "Err: mlp ...".
+REMAINDER_TYPE = "circuit remainder error"
 
 
 def _cantor(x: int, y: int) -> int:
@@ -82,9 +99,36 @@ def generator() -> dict[str, str]:
     return {"name": "circuitlab", "version": version, "url": url}
 
 
-def _logit_node(token_id: int, text: str, prob: float | None, layer: int, pos: int,
-                target: bool) -> dict[str, Any]:
-    p = prob if prob is not None else 0.0
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def metric_label(name_a: str, name_b: str | None) -> str:
+    """The metric as the output node names it: ``logit(' al') − logit(' ren')``."""
+    if name_b is None:
+        return f"logit('{name_a}')"
+    return f"logit('{name_a}') − logit('{name_b}')"
+
+
+def output_name(name_a: str, name_b: str | None) -> str:
+    """The output node's name in the viewers (short: it is drawn at -45° above the graph):
+    ``' al' − ' ren'`` for a contrast, the token itself for one target."""
+    return name_a if name_b is None else f"'{name_a}' − '{name_b}'"
+
+
+def _output_node(result: CircuitResult, name_a: str, name_b: str | None, layer: int,
+                 pos: int) -> dict[str, Any]:
+    """The one output node. The viewers name it by the text between the first pair of
+    double quotes and read the number after ``(p=``: for a contrast that is sigmoid(m),
+    the probability that A beats B in a two-way choice; for one target, A's softmax
+    probability."""
+    if name_b is None:
+        p = result.prob_a if result.prob_a is not None else 0.0
+        clerp = f'Output "{name_a}" (p={p:.3f})'
+    else:
+        p = _sigmoid(result.m)
+        clerp = f'm = logit difference "{output_name(name_a, name_b)}" (p={p:.3f})'
+    token_id = result.target_a
     return {
         "node_id": f"{layer}_{token_id}_{pos}",
         "jsNodeId": f"L_{token_id}-{pos}",
@@ -93,13 +137,38 @@ def _logit_node(token_id: int, text: str, prob: float | None, layer: int, pos: i
         "ctx_idx": pos,
         "feature_type": "logit",
         "token_prob": p,
-        "is_target_logit": target,
+        "is_target_logit": True,
         "run_idx": 0,
         "reverse_ctx_idx": 0,
-        "clerp": f'Output "{text}" (p={p:.3f})',
+        "clerp": clerp,
         "influence": None,
         "activation": None,
     }
+
+
+def _remainder_node(result: CircuitResult, n_layers: int, pos: int,
+                    metric: str) -> tuple[dict[str, Any], float]:
+    """The part of m the kept neurons do not carry, and its weight into the output."""
+    rest = result.m - result.influence_sum
+    layer = max(n_layers - 1, 0)
+    node = {
+        "node_id": f"R_{layer}_{pos}",
+        "jsNodeId": f"R_{layer}-{pos}",
+        "feature": -1,
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": REMAINDER_TYPE,
+        "token_prob": 0.0,
+        "is_target_logit": False,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "clerp": f"Rest of {metric} outside the kept neurons ({rest:+.3f}): other neurons, "
+                 "attention, embeddings, biases, attribution error; all layers, drawn "
+                 "in the last",
+        "influence": None,
+        "activation": None,
+    }
+    return node, rest
 
 
 def _neuron_nodes(result: CircuitResult) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -121,7 +190,7 @@ def _neuron_nodes(result: CircuitResult) -> tuple[list[dict[str, Any]], dict[str
             "feature": _cantor(node.layer, node.neuron),
             "layer": str(node.layer),
             "ctx_idx": node.position,
-            "feature_type": "cross layer transcoder",
+            "feature_type": NEURON_TYPE,
             "token_prob": 0.0,
             "is_target_logit": False,
             "run_idx": 0,
@@ -156,12 +225,8 @@ def _settings(result: CircuitResult, slug: str, name_a: str,
               name_b: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """generation_settings and pruning_settings: what made this graph, in our terms."""
     p = result.params
-    metric = f'logit("{name_a}") - logit("{name_b}")' if name_b is not None \
-        else f'logit("{name_a}")'
-    query = f"slug={quote(slug)}"
-    if name_b is not None:
-        query += f"&logitDiff={quote(name_a)}__vs__{quote(name_b)}"
-    generation = {
+    metric = metric_label(name_a, name_b)
+    generation: dict[str, Any] = {
         "model": result.model_name or "",
         "model_revision": result.model_revision or "",
         "node_kind": "mlp neuron (input of down_proj) at one position",
@@ -169,8 +234,14 @@ def _settings(result: CircuitResult, slug: str, name_a: str,
         "metric": metric,
         "m": result.m,
         "influence_sum": result.influence_sum,
-        "link_to_logit": f"each node's effect on {metric} (links go into answer A's node)",
-        "viewer_query": query,
+        "prob_a": result.prob_a,
+        "prob_b": result.prob_b,
+        "output_node": (
+            f"one node for {metric}; its links are each node's effect on it, plus one "
+            "remainder node carrying the rest of it, so they add up to m; "
+            + ("(p=) is sigmoid(m), the probability that A beats B in a two-way choice"
+               if name_b is not None else "(p=) is A's softmax probability")),
+        "viewer_query": f"slug={quote(slug)}",
     }
     pruning: dict[str, Any] = {"mode": p.mode, "per_layer_top_k": p.per_layer_top_k,
                                "n_nodes": len(result.nodes),
@@ -201,23 +272,23 @@ def to_circuit_tracer(result: CircuitResult, slug: str | None = None) -> dict[st
     nodes, node_ids = _neuron_nodes(result)
     nodes += _embedding_nodes(result)
     name_a = _pp(result.target_a_text) or str(result.target_a)
-    a_node = _logit_node(result.target_a, name_a, result.prob_a, logit_layer, last, True)
-    nodes.append(a_node)
     name_b = None
     if result.target_b is not None:
         name_b = _pp(result.target_b_text) or str(result.target_b)
-        nodes.append(_logit_node(result.target_b, name_b, result.prob_b, logit_layer, last,
-                                 False))
-    node_ids[METRIC_NODE_ID] = a_node["node_id"]
+    out = _output_node(result, name_a, name_b, logit_layer, last)
+    remainder, rest = _remainder_node(result, n_layers, last, metric_label(name_a, name_b))
+    nodes += [remainder, out]
 
-    links = [
+    # Every kept neuron's link into the output is its effect on m (its influence), kept
+    # whatever the edge threshold; the neuron-to-neuron edges follow the run's.
+    links = [{"source": node_ids[n.node_id], "target": out["node_id"],
+              "weight": n.influence} for n in result.nodes]
+    links += [
         {"source": node_ids[e.source], "target": node_ids[e.target], "weight": e.weight}
         for e in result.edges
-        if e.source in node_ids and e.target in node_ids
+        if e.target != METRIC_NODE_ID and e.source in node_ids and e.target in node_ids
     ]
-    if not any(e.target == METRIC_NODE_ID for e in result.edges):
-        links += [{"source": node_ids[n.node_id], "target": a_node["node_id"],
-                   "weight": n.influence} for n in result.nodes]
+    links.append({"source": remainder["node_id"], "target": out["node_id"], "weight": rest})
 
     generation, pruning = _settings(result, slug, name_a, name_b)
     contrast = f'"{name_a}" vs "{name_b}"' if name_b is not None else f'"{name_a}"'
@@ -233,7 +304,8 @@ def to_circuit_tracer(result: CircuitResult, slug: str | None = None) -> dict[st
             "info": {
                 "description": f"MLP-neuron circuit of {model} for {contrast}, "
                                f"{generation['metric']} = {result.m:+.3f} "
-                               f"({result.params.method}). Open with ?{generation['viewer_query']}",
+                               f"({result.params.method}). Open with "
+                               f"index.html?{generation['viewer_query']}",
                 "generator": generator(),
             },
             "generation_settings": generation,

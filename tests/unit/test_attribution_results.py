@@ -96,11 +96,11 @@ def test_circuit_tracer_export(result: CircuitResult) -> None:
     for link in graph["links"]:
         assert link["source"] in ids and link["target"] in ids
     kinds = {n["feature_type"] for n in graph["nodes"]}
-    assert kinds == {"cross layer transcoder", "embedding", "logit"}
+    assert kinds == {"mlp neuron", "circuit remainder error", "embedding", "logit"}
     logit = next(n for n in graph["nodes"] if n["feature_type"] == "logit")
     assert logit["is_target_logit"] and "(p=" in logit["clerp"]
     assert logit["layer"] == "4"  # n_layers + 1, as circuit-tracer writes it
-    features = [n for n in graph["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    features = [n for n in graph["nodes"] if n["feature_type"] == "mlp neuron"]
     assert len(features) == len(result.nodes)
     first = result.nodes[0]
     node = next(
@@ -110,7 +110,7 @@ def test_circuit_tracer_export(result: CircuitResult) -> None:
     assert node["ctx_idx"] == first.position and node["layer"] == str(first.layer)
     assert 0 < min(n["influence"] for n in features) <= max(n["influence"] for n in features) <= 1
     to_logit = [link for link in graph["links"] if link["target"] == logit["node_id"]]
-    assert len(to_logit) == len(result.nodes)
+    assert len(to_logit) == len(result.nodes) + 1  # and the remainder's
     assert result.to_circuit_tracer()["metadata"]["slug"].startswith("tiny-llama-")
 
 
