@@ -10,12 +10,14 @@ joins every later run of the session's server."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from analysis.neurons.corpus import default_corpus
 from tests.browser.conftest import shot
 from tests.browser.test_circuit_browser import analyze_seed
+from tests.conftest import SEED_PROMPT
 
 pytestmark = pytest.mark.browser
 
@@ -73,6 +75,18 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
     assert first.locator(".ctx").count() >= 1
     link = first.locator("a.button")
     href = link.get_attribute("href") or ""
-    assert "/jobs?run=" in href and "renin" not in href.lower()
+    assert "/jobs?run=" in href and "concept=" in href and "topics=" not in href
+    words = parse_qs(urlsplit(href).query).get("words", [""])[0]
+    assert "renin" not in words.lower()  # the concept's words never name an answer
     assert link.inner_text().startswith("Write texts on")
     shot(page, "concept-candidates")
+    # It opens the Jobs page with a visible Concept box; Topic words stay the prompt's.
+    link.click()
+    page.wait_for_selector("#concept-box")
+    box = page.locator("#concept-box")
+    assert box.is_visible() and box.locator(".concept-exemplars li").count() >= 1
+    for word in [w for w in words.split(",") if w]:
+        assert word in box.inner_text()
+        topic = page.input_value("#topic_words").lower()
+        assert word in SEED_PROMPT.lower() or word not in topic
+    shot(page, "jobs-concept-box")
