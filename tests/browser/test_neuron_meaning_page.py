@@ -58,7 +58,8 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
             continue
         row.click()
         page.wait_for_selector(
-            f"#neuron-panel[data-layer='{layer}'][data-neuron='{neuron}'] #exemplars li mark")
+            f"#neuron-panel[data-layer='{layer}'][data-neuron='{neuron}'] #exemplars li mark",
+            timeout=120_000)  # the panel waits for the model behind the run's other work
         panel = page.locator("#neuron-panel")
         assert panel.locator("#exemplars li mark").count() == 12
         assert panel.locator("#neuron-description").inner_text().strip()
@@ -70,7 +71,7 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
     # Stage 4: concept candidates name upstream neurons with exemplars, and offer topic
     # words for training texts that never name the wrong answer.
     page.locator("#concepts").scroll_into_view_if_needed()
-    page.wait_for_selector("#concepts-table tbody tr")
+    page.wait_for_selector("#concepts-table tbody tr", timeout=120_000)
     first = page.locator("#concepts-table tbody tr").first
     assert first.locator(".ctx").count() >= 1
     link = first.locator("a.button")
@@ -82,7 +83,7 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
     shot(page, "concept-candidates")
     # It opens the Jobs page with a visible Concept box; Topic words stay the prompt's.
     link.click()
-    page.wait_for_selector("#concept-box")
+    page.wait_for_selector("#concept-box", timeout=60_000)
     box = page.locator("#concept-box")
     assert box.is_visible() and box.locator(".concept-exemplars li").count() >= 1
     for word in [w for w in words.split(",") if w]:
