@@ -4,13 +4,15 @@ correct answer is still close (top-1 wrong, correct answer within the top-k).
 Small models often put filler first (" the", " called"); the seeds only count a
 *clearly* wrong top-1. Whether a top token is filler is decided by asking the model
 (``filler_rule="model"``, the default): the token is appended to the prompt and the model's
-next top-1 is read. The token is filler - a lead-in - when that continuation is the
-expected answer, or a new word the model already had among its candidates at the
-original position (" called" -> " the" -> " renin"). Otherwise it is the model's answer,
-however short: " A" after "The most common blood group is" is followed by "." and is a
-clearly wrong answer, while " a" after "is called" leading to " aldosterone" is filler.
-A fixed list of strings stays as the user's override (``filler_rule="list"``). Every
-skipped token is reported with the reason, and so is the check of the top-1 that stayed.
+next top-1 is read. The token is filler - a lead-in - only when that continuation starts
+the *expected* answer. Otherwise it is the model's answer, however short: " A" after "The
+most common blood group is" is followed by "." and is a clearly wrong answer, and " cell"
+after "The powerhouse of the cell is the" is followed by " membrane" - the start of a wrong
+answer, not a lead-in to the right one - while " a" after "is called" leading to
+" aldosterone" is filler. A fixed list of strings stays as the user's override
+(``filler_rule="list"``). Every skipped token - above the top-1, or ranked below it but
+not counted in the expected answer's rank - is reported with the reason, and so is the
+check of the top-1 that stayed.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ class ScreenOptions(BaseModel):
     top_k: int = Field(5, description="Correct answer must rank within this many tokens.")
     skip_filler: bool = Field(True, description="Skip filler before judging the top-1.")
     filler_rule: FillerRule = Field(
-        "model", description="model: a top token is filler when the model, with it "
-        "appended, goes on to the expected answer or to one of its own candidates; list: "
-        "the tokens in filler_tokens are filler (the user's override).")
+        "model", description="model: a top token is filler (a lead-in) only when the "
+        "model, with it appended, goes on to the expected answer; list: the tokens in "
+        "filler_tokens are filler (the user's override).")
     filler_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FILLER),
                                      description="The list the 'list' rule uses.")
     chat_template: bool = False
@@ -74,7 +76,9 @@ class ScreenRow(BaseModel):
                                 "it after the prompt (with its leading space).")
     answer_note: str | None
     top1: TokenProb
-    skipped: list[TokenProb]
+    skipped: list[TokenProb] = Field(
+        description="Every token skipped as filler, by rank: those above the top-1 and "
+        "those below it not counted in the expected answer's rank.")
     skip_reasons: list[str] = Field(default_factory=list,
                                     description="Why each skipped token is filler.")
     top1_reason: str | None = Field(None, description="Why the top-1 is not filler "
@@ -110,8 +114,9 @@ class ScreenResult(BaseModel):
             return ("filler = the fixed list (" + ", ".join(repr(t) for t in o.filler_tokens[:8])
                     + ("…" if len(o.filler_tokens) > 8 else "") + ")")
         return ("filler = a top token after which the model goes on to the expected answer "
-                "or to one of its own candidates here (the model is asked: the token is "
-                f"appended, up to {MAX_FILLER_CHECKS} tokens per prompt)")
+                "(the model is asked: the token is appended, up to "
+                f"{MAX_FILLER_CHECKS} tokens per prompt); a token after which it goes on "
+                "to anything else, a wrong candidate included, is its answer")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -203,14 +208,11 @@ def _ask_model(lm: LoadedModel, prompts: list[list[int]], logits: Any,
     return out
 
 
-def _starts_word(text: str) -> bool:
-    stripped = text.lstrip()
-    return len(stripped) < len(text) and stripped[:1].isalnum()
-
-
 def _model_filler(cand: TokenProb, nexts: dict[int, TokenProb], answer: str,
                   candidates: dict[int, TokenProb]) -> tuple[bool | None, str]:
-    """The model rule on one top token: (is filler, why); None when it was not asked."""
+    """The model rule on one top token: (is filler, why); None when it was not asked.
+    Only a continuation that starts the expected answer makes a lead-in; one that goes on
+    to another candidate is the start of a wrong answer."""
     follow = nexts.get(cand.token_id)
     if follow is None:
         return None, ""
@@ -218,9 +220,9 @@ def _model_filler(cand: TokenProb, nexts: dict[int, TokenProb], answer: str,
     if _matches(follow.text, answer):
         return True, f"{said}, the expected answer: a lead-in"
     known = candidates.get(follow.token_id)
-    if known is not None and known.token_id != cand.token_id and _starts_word(follow.text):
-        return True, f"{said}, a candidate ranked {known.rank} here: a lead-in"
-    return False, f"{said}, neither the expected answer nor a candidate here: an answer"
+    where = (f" (a candidate ranked {known.rank} here)" if known is not None
+             and known.token_id != cand.token_id else "")
+    return False, f"{said}, not the expected answer{where}: an answer"
 
 
 def _screen_row(
@@ -268,8 +270,15 @@ def _screen_row(
         correct_rank = rank_of(logits, answer.token_id)
         correct_prob = float(logits.softmax(-1)[answer.token_id])
     # "Within top-k" counts real candidates: filler ranked above the answer is not counted.
-    effective_rank = correct_rank - sum(
-        1 for t in ranked if t.rank < correct_rank and is_filler(t))
+    uncounted = [t for t in ranked if t.rank < correct_rank and is_filler(t)]
+    effective_rank = correct_rank - len(uncounted)
+    # Every skip is listed: filler below the top-1 that the rank leaves out is one too.
+    reasons = [verdicts[t.token_id][1] for t in skipped]
+    for t in uncounted:
+        if t.rank > top1.rank:
+            skipped.append(t)
+            reasons.append(f"{verdicts[t.token_id][1]} (ranked {t.rank}, below the top-1: "
+                           "not counted in the expected answer's rank)")
     wrong = not _matches(top1.text, item.answer) and top1.token_id != answer.token_id
     return ScreenRow(
         index=i,
@@ -280,7 +289,7 @@ def _screen_row(
         answer_note=answer.note if answer.multi_token else None,
         top1=top1,
         skipped=skipped,
-        skip_reasons=[verdicts[t.token_id][1] for t in skipped],
+        skip_reasons=reasons,
         top1_reason=verdicts.get(top1.token_id, (False, ""))[1] or None,
         top=ranked[: options.top_k + len(skipped)],
         correct_rank=correct_rank,

@@ -43,6 +43,7 @@ from app.services import build_services
 from app.services.indexes import IndexService
 from app.settings import PROJECT_ROOT, Settings
 from app.store.indexes import IndexStore
+from frontend.jobs import concept_link
 
 log = logging.getLogger("circuitlab")
 
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.globals["outcome_rules"] = {"corrected": CORRECTED_RULE,
                                                         "improved": IMPROVED_RULE}
     app.state.templates.env.globals["verdict_rule"] = VERDICT_RULE
+    # A concept candidate's "Write texts on ..." link to the Jobs page's Concept box.
+    app.state.templates.env.globals["concept_link"] = concept_link
     # Token texts shown in quotes as JSON writes them (" ren", "\n"), but HTML-escaped by
     # autoescape rather than by tojson's \u003c escapes ("<|im_end|>" stays readable).
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,

@@ -64,6 +64,44 @@ def compare_link(cfg: TrainingConfig | None, base: str, variant: str | None) -> 
     return "/compare?" + urlencode(query)
 
 
+# A concept candidate carried to the Jobs page (Concept -> Jobs): the neuron, its words and
+# a few exemplars, shown in a Concept box to help write texts - never as topic words, the
+# words the text check flags.
+CONCEPT_NAME = r"L\d{1,3}/N\d{1,7}"
+MAX_CONCEPT_WORDS = 12
+MAX_CONCEPT_EXEMPLARS = 3
+MAX_EXEMPLAR_CHARS = 300
+
+
+@dataclass
+class ConceptBox:
+    neuron: str  # "L6/N1284"
+    words: list[str]
+    exemplars: list[str]
+    run_id: str | None = None
+
+
+def concept_link(run_id: str, candidate: Any) -> str:
+    """The Jobs page with the candidate in its Concept box (``concept``, ``words``, ``ex``)."""
+    query: list[tuple[str, str]] = [("run", run_id), ("concept", candidate.name)]
+    if candidate.topic_words:
+        query.append(("words", ",".join(candidate.topic_words[:MAX_CONCEPT_WORDS])))
+    query += [("ex", e[:MAX_EXEMPLAR_CHARS])
+              for e in candidate.exemplars[:MAX_CONCEPT_EXEMPLARS]]
+    return "/jobs?" + urlencode(query)
+
+
+def concept_box(concept: str, words: str, exemplars: list[str],
+                run_id: str | None) -> ConceptBox | None:
+    """The Concept box from the Jobs page's query (see concept_link); None without one."""
+    if not concept:
+        return None
+    kept = [w.strip() for w in words.split(",") if w.strip()][:MAX_CONCEPT_WORDS]
+    shown = [e.strip()[:MAX_EXEMPLAR_CHARS] for e in exemplars if e.strip()]
+    return ConceptBox(neuron=concept, words=kept, exemplars=shown[:MAX_CONCEPT_EXEMPLARS],
+                      run_id=run_id or None)
+
+
 def job_view(job: Any) -> JobView:
     progress = job.progress or {}
     cfg = _config(job.config or {})

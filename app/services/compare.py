@@ -2,8 +2,9 @@
 
 The two phases run as two pieces of model work (variant, then base), so a LoRA variant
 toggles its overlay on the shared base and a full variant may be swapped in; between
-them only small tensors are held. Each side's circuit is saved as an ordinary run (its
-graph opens in the circuit browser), and the comparison as a run of kind "comparison"
+them only small tensors are held. Each side's circuit is saved as an ordinary run under its
+cache key (its graph opens in the circuit browser; an identical circuit already stored is
+reused, not stored again), and the comparison as a run of kind "comparison"
 that points at both.
 """
 
@@ -52,13 +53,16 @@ def compare_request(body: CompareBody) -> CompareRequest:
 
 
 def _circuit_run(circuit: CircuitResult, req: CircuitRequest, kind: str) -> Run:
+    """One side's circuit as an ordinary run, under its cache key: the store gives back
+    the run already stored for that key, so comparing one base with several variants
+    keeps one base run (and a run of the base with the same settings is that run)."""
     return Run(
         kind="attribution", model=circuit.model_name or "", prompt=req.prompt.prompt,
         model_revision=circuit.model_revision or "", answer_a=req.answer_a,
         answer_b=req.answer_b, method=req.settings.method,
         params={**circuit.params.model_dump(mode="json"),
                 "prompt_spec": req.prompt.model_dump(mode="json"), "compared_as": kind},
-        metric=circuit.m, influence_sum=circuit.influence_sum,
+        cache_key=circuit.cache_key, metric=circuit.m, influence_sum=circuit.influence_sum,
         result=circuit.model_dump(mode="json"),
     )
 

@@ -50,9 +50,13 @@ class RunStore:
             return [RunSummary(*row) for row in rows]
 
     def add(self, run: Run) -> Run:
-        """Insert a run; if the same cache key landed meanwhile, return that one."""
+        """Get or create by cache key: a run whose key is stored already is that stored run
+        (an identical request returns the stored run); otherwise it is inserted. A run
+        without a key is always inserted. A race on the key returns the winner."""
         from sqlalchemy.exc import IntegrityError
 
+        if run.cache_key and (existing := self.by_key(run.cache_key)) is not None:
+            return existing
         try:
             with self.sessions.begin() as s:
                 s.add(run)

@@ -10,12 +10,14 @@ joins every later run of the session's server."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from analysis.neurons.corpus import default_corpus
 from tests.browser.conftest import shot
 from tests.browser.test_circuit_browser import analyze_seed
+from tests.conftest import SEED_PROMPT
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +58,8 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
             continue
         row.click()
         page.wait_for_selector(
-            f"#neuron-panel[data-layer='{layer}'][data-neuron='{neuron}'] #exemplars li mark")
+            f"#neuron-panel[data-layer='{layer}'][data-neuron='{neuron}'] #exemplars li mark",
+            timeout=120_000)  # the panel waits for the model behind the run's other work
         panel = page.locator("#neuron-panel")
         assert panel.locator("#exemplars li mark").count() == 12
         assert panel.locator("#neuron-description").inner_text().strip()
@@ -68,11 +71,23 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
     # Stage 4: concept candidates name upstream neurons with exemplars, and offer topic
     # words for training texts that never name the wrong answer.
     page.locator("#concepts").scroll_into_view_if_needed()
-    page.wait_for_selector("#concepts-table tbody tr")
+    page.wait_for_selector("#concepts-table tbody tr", timeout=120_000)
     first = page.locator("#concepts-table tbody tr").first
     assert first.locator(".ctx").count() >= 1
     link = first.locator("a.button")
     href = link.get_attribute("href") or ""
-    assert "/jobs?run=" in href and "renin" not in href.lower()
+    assert "/jobs?run=" in href and "concept=" in href and "topics=" not in href
+    words = parse_qs(urlsplit(href).query).get("words", [""])[0]
+    assert "renin" not in words.lower()  # the concept's words never name an answer
     assert link.inner_text().startswith("Write texts on")
     shot(page, "concept-candidates")
+    # It opens the Jobs page with a visible Concept box; Topic words stay the prompt's.
+    link.click()
+    page.wait_for_selector("#concept-box", timeout=60_000)
+    box = page.locator("#concept-box")
+    assert box.is_visible() and box.locator(".concept-exemplars li").count() >= 1
+    for word in [w for w in words.split(",") if w]:
+        assert word in box.inner_text()
+        topic = page.input_value("#topic_words").lower()
+        assert word in SEED_PROMPT.lower() or word not in topic
+    shot(page, "jobs-concept-box")

@@ -102,16 +102,28 @@ def test_screening_flags_the_seed_prompt(embedded_lm) -> None:  # type: ignore[n
     assert not dopamine.wrong and not dopamine.target
 
 
-def test_screening_on_gemma_skips_filler(gemma_lm) -> None:  # type: ignore[no-untyped-def]
-    # The model-asked filler rule skips " the" (Gemma goes on to an answer after it) but
-    # not " " or " called", so " aldosterone" counts at rank 6 - outside the default
-    # top-5, inside a top-10 screen.
+def test_screening_on_gemma_keeps_the_lead_in_to_a_wrong_answer(gemma_lm) -> None:  # type: ignore[no-untyped-def]
+    # After " the" Gemma goes on to " renin" (about half its mass), a wrong answer, not
+    # to aldosterone: " the" starts the model's wrong answer and is not a lead-in, so it
+    # is the top-1 (B) and nothing is skipped. " aldosterone" counts at raw rank 7 -
+    # outside the default top-5, inside a top-10 screen.
     item = [ScreenItem(prompt=SEED_PROMPT, answer="aldosterone")]
     seed = screen(gemma_lm, item).rows[0]
-    assert seed.wrong and not seed.target and seed.top1.text == " renin"
-    assert [s.text for s in seed.skipped] == [" the"]  # filler skipped, and said so
+    assert seed.wrong and not seed.target and seed.top1.text == " the"
+    assert seed.skipped == [] and seed.rank_excluding_filler == seed.correct_rank
+    assert seed.top1_reason is not None and "' renin'" in seed.top1_reason
     wider = screen(gemma_lm, item, ScreenOptions(top_k=10)).rows[0]
-    assert wider.wrong and wider.target
+    assert wider.wrong and wider.target and wider.top1.text == " the"
+
+
+def test_screening_on_gemma_hides_no_lead_in(gemma_lm) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21.6: " cell" went on to " membrane" (a wrong candidate) and was skipped
+    unlisted, which made mitochondria a target at k=5 from raw rank 6."""
+    item = [ScreenItem(prompt="The powerhouse of the cell is the", answer="mitochondria")]
+    row = screen(gemma_lm, item).rows[0]
+    assert row.top1.text == " nucleus" and row.wrong
+    assert row.correct_rank == 6 and row.rank_excluding_filler == 6
+    assert not row.target and row.skipped == [] and row.skip_reasons == []
 
 
 @pytest.fixture(scope="module")

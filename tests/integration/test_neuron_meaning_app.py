@@ -5,6 +5,7 @@ search hit - and asking for the same index again builds nothing."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +112,16 @@ def test_seed_run_reads_the_index(app_client: TestClient, index: dict) -> None:
     words = [w for c in concepts["candidates"] for w in c["topic_words"]]
     assert words and not any("renin" in w or "aldosterone" in w for w in words)
     html = app_client.get(f"/runs/{run['run_id']}/concepts").text
-    assert "Write texts on" in html and "/jobs?run=" in html
+    assert "Write texts on" in html and "/jobs?run=" in html and "&amp;topics=" not in html
+    # The link opens the Jobs page with the candidate in a Concept box, not in Topic words.
+    from html import unescape
+
+    first = concepts["candidates"][0]
+    href = unescape(re.search(r'class="button small write-texts" href="([^"]+)"', html)[1])
+    jobs = app_client.get(href).text
+    box = jobs.split('id="concept-box"')[1].split("</section>")[0]
+    assert f"L{first['layer']}/N{first['neuron']}" in box
+    assert all(f'<span class="word">{w}</span>' in box for w in first["topic_words"])
     hits = app_client.get("/api/v1/neurons/search", params={"q": "kidney"}).json()["hits"]
     assert hits and all("layer" in h and "example" in h for h in hits)
 

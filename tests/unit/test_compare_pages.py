@@ -269,3 +269,25 @@ def test_the_base_influence_sum_is_one_number_on_the_run_page_and_in_compare(
     compare = client.post("/compare/run", data=FORM).text
     row = compare.split('id="influence-sum-row"')[1].split("</tr>")[0]
     assert "influence sum of the kept nodes" in row and f"{own_sum:+.3f}" in row
+
+
+def test_three_comparisons_of_one_base_store_one_base_run(client: TestClient) -> None:
+    """Issue 21.8: each comparison stored its base circuit again, three rows with one cache
+    key. A circuit run is stored with its cache key and an identical one is the stored run."""
+    from sqlalchemy import select
+
+    from app.store.tables import Run
+
+    bodies = [client.post("/api/v1/compare", json={**BODY, "variant": v}).json()
+              for v in ("tiny4-full", "tiny4-lora", "tiny4-full")]
+    assert len({b["comparison_id"] for b in bodies}) == 3  # three comparisons
+    assert len({b["base_run"] for b in bodies}) == 1
+    assert bodies[0]["tuned_run"] == bodies[2]["tuned_run"] != bodies[1]["tuned_run"]
+    base = client.get(f"/api/v1/runs/{bodies[0]['base_run']}").json()["result"]
+    key = base["cache_key"]
+    assert key
+    runs = client.app.state.runs  # type: ignore[attr-defined]
+    with runs.sessions() as s:
+        stored = [r for r in s.scalars(select(Run).where(Run.kind == "attribution"))
+                  if r.result.get("cache_key") == key]
+    assert [(r.id, r.cache_key) for r in stored] == [(bodies[0]["base_run"], key)]

@@ -178,3 +178,47 @@ def test_screening_page_highlights_targets_and_links_to_analyze(client: TestClie
 def test_malformed_screening_input_answers_inline(client: TestClient, data: dict,
                                                   files: dict | None, field: str) -> None:
     inline_error(client.post("/screen/run", data=data, files=files), field)
+
+
+def test_concept_link_opens_a_concept_box_and_never_fills_the_flagged_words(
+        client: TestClient, run: dict) -> None:
+    """Issue 21.9: "Write texts on blood, vessel, brain" put the words into Topic words,
+    the field whose mentions get flagged. The link opens a Concept box with the neuron,
+    its words and exemplars; the flagged field keeps the words suggested from the prompt."""
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    from analysis.concepts import ConceptCandidate
+
+    words = ["blood", "vessel", "brain", "capillary"]
+    exemplars = ["the wall of a blood[ vessel] carries", "oxygen to the[ brain] through"]
+    candidate = ConceptCandidate(
+        layer=1, neuron=17, influence=-0.4, direct=-0.1, indirect_share=0.75, upstream=True,
+        conceptual=True, reasons=["upstream"], score=0.3, exemplars=exemplars,
+        topic_words=words)
+    html = client.app.state.templates.get_template("_concepts.html").render(  # type: ignore[attr-defined]
+        candidates=[candidate], index=None, run_id=run["id"], model="tiny-llama",
+        answer_b=" renin")
+    link = re.search(r'<a class="button small write-texts" href="([^"]+)"', html)
+    assert link and "Write texts on blood, vessel, brain" in html
+    href = unescape(link.group(1))
+    url = urlsplit(href)
+    query = parse_qs(url.query)
+    assert url.path == "/jobs" and "topics" not in query
+    assert query["run"] == [run["id"]] and query["concept"] == ["L1/N17"]
+    assert query["words"] == [",".join(words)] and query["ex"] == exemplars
+
+    page = client.get(href)
+    assert page.status_code == 200, page.text
+    box = page.text.split('id="concept-box"')[1].split("</section>")[0]
+    assert "L1/N17" in box and f'href="/runs/{run["id"]}"' in box
+    assert all(f'<span class="word">{w}</span>' in box for w in words)
+    assert all(e in unescape(box) for e in exemplars)
+    assert "not</b> topic words" in box
+    topic = re.search(r'<input id="topic_words" name="topic_words" type="text" value="([^"]*)"',
+                      page.text)
+    assert topic is not None
+    assert not any(w in topic.group(1).split(", ") for w in ("vessel", "brain", "capillary"))
+    # Without a concept there is no box; a malformed concept name is refused.
+    assert 'id="concept-box"' not in client.get(f"/jobs?run={run['id']}").text
+    assert client.get("/jobs?concept=<script>").status_code == 422

@@ -1,6 +1,9 @@
-"""The filler rule asks the model: a top token is filler when the model, with it appended,
-goes on to the expected answer or to one of its own candidates - so the same token is
-filler in one prompt and the (clearly wrong) answer in another.
+"""The filler rule asks the model: a top token is filler - a lead-in - only when the model,
+with it appended, goes on to the *expected* answer - so the same token is filler in one
+prompt and the (clearly wrong) answer in another. A token after which the model goes on to
+a wrong candidate (" cell" -> " membrane" after "The powerhouse of the cell is the") is
+the start of a wrong answer, not filler. Every token skipped - above the top-1 or not
+counted in the expected answer's rank - is listed with its reason.
 
 The model is a tiny Llama made into a bigram model by hand: attention and MLP outputs are
 zeroed, so the last position's residual is its token's embedding, and the unembedding is
@@ -25,13 +28,18 @@ BIGRAMS = {
     " in": {" a": 6.0, " constipation": 4.0, " dopamine": -6.0},
     " of": {" the": 6.0, " hormone": 4.0, " dopamine": 3.0},
     " the": {" hormone": 6.0},
+    " an": {" hormone": 6.0, " a": 5.0, " dopamine": 4.0},
 }
 LEAD_IN = ScreenItem(prompt="The neurotransmitter associated with reward is",
                      answer="dopamine")          # " a" -> " dopamine": a lead-in
 ANSWER = ScreenItem(prompt="The side effect seen in", answer="constipation")
 # " a" -> " dopamine", which is not a candidate after " in": " a" is the model's answer.
 CANDIDATE = ScreenItem(prompt="The hormone of", answer="dopamine")
-# " the" -> " hormone", a candidate the model had after " of": a lead-in to a wrong answer.
+# " the" -> " hormone", a wrong candidate the model had after " of": the start of a wrong
+# answer (the powerhouse case), not a lead-in.
+BELOW = ScreenItem(prompt="The reward is signalled by an", answer="dopamine")
+# top-1 " hormone" (wrong); " a" at rank 2 -> " dopamine" is a lead-in ranked below the
+# top-1 but above the answer: not counted in its rank, so it must be listed too.
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +68,8 @@ def bigram(tiny_dirs: dict[str, Path]) -> LoadedModel:
 
 
 def _row(lm: LoadedModel, item: ScreenItem, **options: object):  # type: ignore[no-untyped-def]
-    return screen(lm, [item], ScreenOptions(top_k=5, **options)).rows[0]  # type: ignore[arg-type]
+    options.setdefault("top_k", 5)
+    return screen(lm, [item], ScreenOptions(**options)).rows[0]  # type: ignore[arg-type]
 
 
 def test_the_bigram_model_does_what_the_table_says(bigram: LoadedModel) -> None:
@@ -85,13 +94,32 @@ def test_the_same_token_is_the_answer_where_the_model_stops_there(bigram: Loaded
     assert row.wrong and row.target and row.rank_excluding_filler == 2
 
 
-def test_a_lead_in_to_another_candidate_is_filler_and_that_candidate_is_the_top1(
+def test_a_token_leading_to_a_wrong_candidate_is_the_answer_not_a_lead_in(
         bigram: LoadedModel) -> None:
+    # The powerhouse case: the old rule skipped " the" because the model goes on to
+    # " hormone", one of its own (wrong) candidates, and so counted the answer at rank 2.
     row = _row(bigram, CANDIDATE)
-    assert [s.text for s in row.skipped] == [" the"]
-    assert "a candidate ranked 2 here" in row.skip_reasons[0]
-    assert row.top1.text == " hormone" and row.wrong and row.target
+    assert row.skipped == [] and row.skip_reasons == []
+    assert row.top1.text == " the" and row.wrong
+    assert row.top1_reason is not None and "' hormone'" in row.top1_reason
+    assert "not the expected answer" in row.top1_reason
+    assert (row.correct_rank, row.rank_excluding_filler) == (3, 3)
+    narrow = screen(bigram, [CANDIDATE], ScreenOptions(top_k=2)).rows[0]
+    assert not narrow.target  # raw rank 3 is outside the top-2: no hidden discount
+
+
+def test_every_token_not_counted_in_the_rank_is_listed_with_its_reason(
+        bigram: LoadedModel) -> None:
+    row = _row(bigram, BELOW, top_k=2)
+    assert row.top1.text == " hormone" and row.wrong
     assert (row.correct_rank, row.rank_excluding_filler) == (3, 2)
+    assert row.target
+    # " a" is skipped in the rank although it sits below the top-1: it is listed.
+    assert [s.text for s in row.skipped] == [" a"]
+    assert len(row.skip_reasons) == 1
+    assert "followed by ' dopamine'" in row.skip_reasons[0]
+    assert "expected answer" in row.skip_reasons[0]
+    assert "below the top-1" in row.skip_reasons[0]
 
 
 def test_the_fixed_list_stays_as_an_override_and_hides_the_target(bigram: LoadedModel) -> None:
@@ -104,3 +132,36 @@ def test_the_fixed_list_stays_as_an_override_and_hides_the_target(bigram: Loaded
     result = screen(bigram, [ANSWER], ScreenOptions(filler_rule="list"))
     assert "fixed list" in result.filler_text
     assert "model" in screen(bigram, [ANSWER]).filler_text
+
+
+def test_the_page_and_the_api_list_every_skip_with_its_reason(
+        bigram: LoadedModel, tmp_path: Path) -> None:
+    """The screening page promises every skipped token with its reason: the one below the
+    top-1 that the rank leaves out is shown there and in the API, served from disk."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from app.jobs.settings import JobSettings
+    from app.main import create_app
+    from app.settings import Settings
+
+    saved = tmp_path / "bigram"
+    bigram.model.save_pretrained(saved)
+    bigram.tokenizer.save_pretrained(saved)
+    settings = Settings(jobs=JobSettings(start_worker=False), data_dir=tmp_path / "data",
+                        include_embedded=False, default_model="tiny-bigram",
+                        models=[ModelSpec(name="tiny-bigram", source="local", path=saved,
+                                          device="cpu")])
+    items = [BELOW.model_dump()]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        api = client.post("/api/v1/screen", json={"items": items, "top_k": 2})
+        assert api.status_code == 200, api.text
+        row = api.json()["rows"][0]
+        assert [s["text"] for s in row["skipped"]] == [" a"]
+        assert "below the top-1" in row["skip_reasons"][0]
+        page = client.post("/screen/run", data={"items_json": json.dumps(items), "top_k": "2",
+                                                "skip_filler": "true"})
+        assert page.status_code == 200, page.text
+        assert 'class="note skipped"' in page.text
+        assert "below the top-1: not counted in the expected answer&#39;s rank" in page.text

@@ -28,7 +28,7 @@ from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
 from app.settings import Settings
 from app.store.jobs import ACTIVE, REQUEUEABLE, TERMINAL
 from app.store.tables import Job
-from frontend.jobs import experiment_rows, job_view, loss_figure
+from frontend.jobs import CONCEPT_NAME, concept_box, experiment_rows, job_view, loss_figure
 
 router = APIRouter(include_in_schema=False)
 
@@ -53,10 +53,13 @@ async def jobs_page(
     request: Request, settings: SettingsDep, queue: QueueDep, runs: RunsDep,
     run: Annotated[str, Query(max_length=32)] = "",
     rerun: Annotated[str, Query(max_length=32)] = "",
-    topics: Annotated[str, Query(max_length=500)] = "",
+    concept: Annotated[str, Query(max_length=16, pattern=f"^(?:{CONCEPT_NAME})?$")] = "",
+    words: Annotated[str, Query(max_length=600)] = "",
+    ex: Annotated[list[str] | None, Query()] = None,
 ) -> HTMLResponse:
     """The form (pre-filled from a run's target case, or from an earlier job) and the
-    list of jobs; ``topics`` (from a concept candidate) replaces the suggested words."""
+    list of jobs. ``concept``, ``words`` and ``ex`` (a concept candidate's link) fill the
+    Concept box beside the form, to help write texts; they never become topic words."""
     form: dict[str, Any] = {}
     if run and (source := runs.get(run)) is not None:
         form = {**run_form_values(source), "base_model": source.model}
@@ -64,10 +67,9 @@ async def jobs_page(
             source.prompt, [form["answer_a"], form["answer_b"]]))
     if rerun:
         form = form_of(TrainingConfig.model_validate(job_or_404(queue, rerun).config))
-    if topics.strip():
-        form["topic_words"] = topics.strip()
-    return templates_of(request).TemplateResponse(
-        request, "jobs.html", _context(request, settings, queue, form))
+    context = _context(request, settings, queue, form)
+    context["concept"] = concept_box(concept, words, ex or [], run)
+    return templates_of(request).TemplateResponse(request, "jobs.html", context)
 
 
 @router.post("/jobs/import", response_class=HTMLResponse)
