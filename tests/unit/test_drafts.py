@@ -174,3 +174,13 @@ def test_an_endpoint_drafts_when_configured_and_the_source_says_so(
                                                "Aldosterone is a steroid of the adrenal cortex."]
     assert drafts.discarded == 1 and "Write one short factual sentence" in drafts.instruction
     assert preview is not None and len(preview.per_text) == 2
+
+
+def test_kept_drafts_fill_the_job_forms_training_texts(client_run) -> None:  # type: ignore[no-untyped-def]
+    client, run_id = client_run
+    kept = ["Aldosterone keeps sodium in the kidney.", "Aldosterone is a steroid."]
+    page = client.get("/jobs", params={"run": run_id, "texts": kept}).text
+    for text in kept:
+        assert f'<textarea name="texts" rows="4">{text}</textarea>' in page
+    too_many = client.get("/jobs", params={"run": run_id, "texts": ["x"] * 9})
+    assert too_many.status_code == 422

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from analysis.answers import resolve_answer
 from analysis.correction.config import TrainingConfig, from_seed_yaml, to_seed_yaml
+from analysis.correction.drafts import MAX_DRAFT_CHARS, MAX_DRAFTS
 from analysis.correction.preview import in_context_preview
 from analysis.correction.textcheck import suggest_topic_words
 from analysis.errors import InputError
@@ -56,10 +57,12 @@ async def jobs_page(
     concept: Annotated[str, Query(max_length=16, pattern=f"^(?:{CONCEPT_NAME})?$")] = "",
     words: Annotated[str, Query(max_length=600)] = "",
     ex: Annotated[list[str] | None, Query()] = None,
+    texts: Annotated[list[str] | None, Query(max_length=MAX_DRAFTS)] = None,
 ) -> HTMLResponse:
     """The form (pre-filled from a run's target case, or from an earlier job) and the
     list of jobs. ``concept``, ``words`` and ``ex`` (a concept candidate's link) fill the
-    Concept box beside the form, to help write texts; they never become topic words."""
+    Concept box beside the form, to help write texts; they never become topic words.
+    ``texts`` (the drafts a user kept on a run page) fill the training texts."""
     form: dict[str, Any] = {}
     if run and (source := runs.get(run)) is not None:
         form = {**run_form_values(source), "base_model": source.model}
@@ -67,6 +70,9 @@ async def jobs_page(
             source.prompt, [form["answer_a"], form["answer_b"]]))
     if rerun:
         form = form_of(TrainingConfig.model_validate(job_or_404(queue, rerun).config))
+    kept = [t.strip()[:MAX_DRAFT_CHARS * 5] for t in texts or [] if t.strip()]
+    if kept:
+        form["texts"] = kept
     context = _context(request, settings, queue, form)
     context["concept"] = concept_box(concept, words, ex or [], run)
     return templates_of(request).TemplateResponse(request, "jobs.html", context)
