@@ -126,3 +126,18 @@ def test_compare_refuses_a_variant_compared_with_itself(page, live_server: str, 
     page.click("#compare-btn")
     error = page.wait_for_selector(".field-error", timeout=30_000)
     assert "itself" in error.inner_text()
+
+
+def test_the_form_column_is_not_clipped_at_1024(page, live_server: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22.6: at 1024 px the Compare form's paired fields (base and variant, answers
+    A and B) stack, so a model name or an answer is not cut to 'smollm2' / 'aldosteron'."""
+    page.set_viewport_size({"width": 1024, "height": 900})
+    page.goto(live_server + "/compare")
+    widths = page.evaluate("""() => ['base', 'variant', 'answer_a', 'answer_b'].map(id => {
+        const e = document.getElementById(id);
+        const option = e.tagName === 'SELECT' && e.options.length ?
+            e.options[e.selectedIndex].text : '';
+        return {id, width: e.clientWidth, option}; })""")
+    for w in widths:
+        assert w["width"] >= 200, w
+    shot(page, "compare-form-1024")
