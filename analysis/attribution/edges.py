@@ -481,8 +481,10 @@ class _LayerSweep:
                 [self.inputs[layer]] if wants_input else [])
             out = self.outputs[layer]
             carried = []
-            for start in range(0, len(rows), chunk):
-                stop = min(len(rows), start + chunk)
+            # Balanced chunks: 40 rows at 32 per call run as 20 + 20, not 32 + 8.
+            size = -(-len(rows) // -(-len(rows) // chunk))
+            for start in range(0, len(rows), size):
+                stop = min(len(rows), start + size)
                 outputs, seeds = [], []
                 n_open = max(0, min(stop, len(open_rows)) - start)
                 if n_open:
@@ -506,13 +508,13 @@ class _LayerSweep:
                     outputs, leaves, grad_outputs=seeds, retain_graph=True,
                     allow_unused=True, is_grads_batched=True,
                 )
-                size = (stop - start, *self.inputs[layer].shape)
+                shape = (stop - start, *self.inputs[layer].shape)
                 if wants_mlp:
                     self._read_sources(raw, layer, rows[start:stop], grads[0])
                 if wants_input:
                     g_in = grads[-1]
                     carried.append(g_in.detach() if g_in is not None else torch.zeros(
-                        size, dtype=out.dtype, device=out.device))
+                        shape, dtype=out.dtype, device=out.device))
             if wants_input:
                 keep = [i for i, r in enumerate(rows) if self.floor[r] < layer]  # type: ignore[operator]
                 full = torch.cat(carried)
