@@ -141,7 +141,11 @@ def main() -> None:
     parser.add_argument("--compare-edges", action="store_true",
                         help="also time the previous row-batched edges")
     parser.add_argument("--write-fit", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 is steadier on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lengths = args.lengths or ([16, 64, 256] if args.quick else [16, 64, 256, 1024])
     big_lengths = [n for n in lengths if n <= 64] if args.quick else lengths
     n_nodes = args.nodes or (64 if args.quick else 170)
