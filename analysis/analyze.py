@@ -24,6 +24,7 @@ from analysis.attribution import (
 )
 from analysis.attribution.always_on import KnownAlwaysOn
 from analysis.errors import InputError, LimitExceeded
+from analysis.estimate import Estimate, check_size, estimate
 from analysis.models import LoadedModel
 from analysis.predict import Limits, next_token_logits, rank_of, top_tokens
 from analysis.prompts import FormattedPrompt, PromptSpec, format_prompt
@@ -36,6 +37,9 @@ class CircuitLimits(BaseModel):
     max_nodes: int = Field(1000, ge=1)
     max_ig_steps: int = Field(128, ge=1)
     max_edits: int = Field(64, ge=1)
+    max_edge_pairs: int = Field(
+        1_000_000, ge=1, description="Edge matrix entries (max_nodes x max_nodes) a request "
+        "may compute; more is refused (413) before any forward pass.")
 
 
 class CircuitRequest(BaseModel):
@@ -92,6 +96,9 @@ def analyze(
     """Attribution, pruning, edges and faithfulness for one prompt."""
     limits = limits or CircuitLimits()
     prep = prepared or prepare(lm, req, limits)
+    # Checked here, not in prepare: a stored identical run is still returned (API, web),
+    # and every computing entry point (API, web, Compare, CLI) comes through here.
+    check_size(req.settings, limits.max_nodes, limits.max_edge_pairs)
     result = run_circuit(
         lm.model, lm.tokenizer, prep.formatted.input_ids, prep.answer_a.token_id,
         prep.answer_b.token_id if prep.answer_b else None, req.settings,
@@ -102,6 +109,14 @@ def analyze(
     result.cache_key = prep.key
     add_predictions(lm, result, prep)
     return result
+
+
+def estimate_request(lm: LoadedModel, req: CircuitRequest,
+                     limits: CircuitLimits | None = None) -> Estimate:
+    """Expected time and memory of ``req`` on ``lm``'s device (the benchmark's fit)."""
+    limits = limits or CircuitLimits()
+    prep = prepare(lm, req, limits)
+    return estimate(lm.model, len(prep.formatted.input_ids), req.settings, limits.max_nodes)
 
 
 TOP_K_STORED = 10
@@ -190,6 +205,7 @@ __all__ = [
     "PreparedCircuit",
     "analyze",
     "describe",
+    "estimate_request",
     "intervene_on_prompt",
     "prepare",
     "refilter",

@@ -56,6 +56,21 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 }
 
 
+# Routes that run (or size) a circuit: their 413 names the operator's circuit limits.
+CIRCUIT_ROUTES = ("/api/v1/attribute", "/api/v1/estimate")
+
+
+def _limits_text(app: FastAPI) -> str:
+    settings = getattr(app.state, "settings", None)
+    limits = getattr(settings, "circuit_limits", None)
+    if limits is None:
+        return ""
+    return (f" Circuit limits here: max_prompt_tokens={limits.max_prompt_tokens} (formatted "
+            f"prompt), max_nodes={limits.max_nodes}, max_edge_pairs={limits.max_edge_pairs} "
+            f"(max_nodes x max_nodes with edges on), max_ig_steps={limits.max_ig_steps}; "
+            "the message names the one exceeded.")
+
+
 def error_codes(route: Any, protect_reads: bool) -> list[int]:
     codes = {404, 422}
     if set(route.methods) - SAFE_METHODS:
@@ -86,6 +101,8 @@ def complete_contract(schema: dict[str, Any], app: FastAPI, protect_reads: bool)
                 responses[str(code)] = {
                     **ERROR_RESPONSES[code],
                     "content": {"application/json": {"schema": {"$ref": ref}}}}
+                if code == 413 and route.path_format in CIRCUIT_ROUTES:
+                    responses["413"]["description"] += _limits_text(app)
 
 
 def install_contract(app: FastAPI, protect_reads: bool) -> None:

@@ -335,8 +335,16 @@ def bench_edges(
     result = batched()
     t_batched = min(timed(batched, device) for _ in range(3))
     print(
-        f"  batched VJPs                        {t_batched:8.3f} s   "
+        f"  layer sweep of batched VJPs         {t_batched:8.3f} s   "
         f"mem {peak_of(batched, device):7.1f} MiB"
+    )
+    def rows() -> Any:
+        return edge_matrix(model, attr, nodes, strategy="batched", batch_size=batch)
+
+    t_rows = timed(rows, device)
+    print(
+        f"  previous row batches (no sweep)     {t_rows:8.3f} s   "
+        f"mem {peak_of(rows, device):7.1f} MiB   x{t_rows / t_batched:5.1f} slower"
     )
     t_loop = timed(loop, device)
     diff = float((loop().raw - result.raw).abs().max())

@@ -21,8 +21,9 @@ naming the field)::
     neuron_totals(attr, nodes) -> list[NeuronTotal]   (kept neurons, summed over positions)
 
     compute_edges(model, attr, nodes, *, normalization="none" | "flow",
-                  threshold=0.0, batch_size=32, strategy="batched") -> list[Edge]
-        Direct effects ``a_s * d a_t / d a_s`` (MLPs in between stopped), batched VJPs;
+                  threshold=0.0, batch_size=32, strategy="sweep") -> list[Edge]
+        Direct effects ``a_s * d a_t / d a_s`` (MLPs in between stopped), one sweep of batched
+        VJPs down the layers;
         plus one edge per node to ``"metric"`` (weight = influence, raw = direct effect).
 
     faithfulness(model, attr, nodes, *, mode="zero" | "mean") -> Faithfulness

@@ -13,6 +13,7 @@ from analysis.attribution import (
     edge_matrix,
     prune,
 )
+from analysis.attribution.edges import reachable_floor
 from analysis.attribution.prune import make_node
 from analysis.errors import InputError
 from tests.unit.tiny_models import ARCHS, build, down_module, manual_llama, random_ids
@@ -26,11 +27,47 @@ def test_batched_equals_one_backward_per_target(arch: str, method: str) -> None:
     model = build(arch, layers=3)
     attr = attribute(model, None, random_ids(7), A, B, method=method)
     nodes = prune(attr, tau=0.001, per_layer_top_k=15)
-    batched = edge_matrix(model, attr, nodes, batch_size=7)
+    batched = edge_matrix(model, attr, nodes, strategy="batched", batch_size=7)
     loop = edge_matrix(model, attr, nodes, strategy="loop")
     assert len(batched.targets) > 10
     torch.testing.assert_close(batched.raw, loop.raw, rtol=1e-5, atol=1e-6)
     assert batched.raw.abs().max() > 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("method", ["grad_x_act", "relp"])
+def test_layer_sweep_equals_previous_method(arch: str, method: str) -> None:
+    """The sweep (rows join at their layer, leave below their lowest reachable source,
+    MLPs outside autograd) gives the previous row-batched method's matrix, with chunks
+    that straddle carried and newly joining rows."""
+    model = build(arch, layers=4)
+    attr = attribute(model, None, random_ids(9), A, B, method=method)
+    nodes = prune(attr, tau=0.001, per_layer_top_k=15)
+    old = edge_matrix(model, attr, nodes, strategy="batched", batch_size=7)
+    for size in (3, 64):
+        new = edge_matrix(model, attr, nodes, strategy="sweep", batch_size=size)
+        assert [n.key for n in new.targets] == [n.key for n in old.targets]
+        torch.testing.assert_close(new.raw, old.raw, rtol=1e-5, atol=1e-6)
+    assert old.raw.abs().max() > 0
+
+
+def test_sweep_skips_rows_that_reach_no_source() -> None:
+    """A target whose every earlier-layer source sits at a later position has no edges:
+    the sweep never starts its row (reachable_floor None) and leaves it zero."""
+    model = build("llama", layers=3)
+    attr = attribute(model, None, random_ids(6), A, B, method="relp")
+    picks = [(0, 4, 3), (1, 2, 5), (2, 5, 7), (2, 1, 9)]
+    nodes = [make_node(attr, *p) for p in picks]
+
+    matrix = edge_matrix(model, attr, nodes)
+    floors = dict(zip([n.key for n in matrix.targets],
+                      reachable_floor(matrix.sources, matrix.targets), strict=True))
+    assert floors == {(1, 2, 5): None, (2, 1, 9): None, (2, 5, 7): 0}
+    old = edge_matrix(model, attr, nodes, strategy="loop")
+    torch.testing.assert_close(matrix.raw, old.raw, rtol=1e-5, atol=1e-6)
+    row = {n.key: i for i, n in enumerate(matrix.targets)}
+    assert matrix.raw[row[(2, 1, 9)]].abs().max() == 0
+    assert matrix.raw[row[(2, 5, 7)]].abs().max() > 0
 
 
 def _finite_difference_edges(

@@ -8,11 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from analysis.analyze import (
+    estimate_request,
     intervene_on_prompt,
     refilter,
 )
 from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
 from analysis.attribution.paths import MAX_K, CircuitPath, top_paths
+from analysis.estimate import Estimate, check_size
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import AttributeRequest, InterveneRequest, prompt_spec
 from app.services.runs import circuit_request, compute_or_reuse, run_payload, stored_run
@@ -26,12 +28,33 @@ async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings:
                           indexes: IndexesDep) -> dict[str, Any]:
     """Contrastive attribution of one prompt: nodes, edges, faithfulness; saved as a run."""
     req = circuit_request(body)
-    run, cached = await manager.run(
-        body.model or settings.default_model,
-        lambda lm: compute_or_reuse(lm, req, body.use_cache, settings, runs, labels,
-                                   indexes),
-    )
-    return run_payload(run, cached)
+
+    def work(lm: Any) -> tuple[Any, bool, Estimate]:
+        expected = estimate_request(lm, req, settings.circuit_limits)
+        run, cached = compute_or_reuse(lm, req, body.use_cache, settings, runs, labels,
+                                       indexes)
+        return run, cached, expected
+
+    run, cached, expected = await manager.run(body.model or settings.default_model, work)
+    return {**run_payload(run, cached), "estimate": expected.model_dump(mode="json")}
+
+
+@router.post("/estimate")
+async def estimate_route(body: AttributeRequest, manager: ManagerDep,
+                         settings: SettingsDep) -> Estimate:
+    """Expected time and memory of an /attribute request on the serving device (from the
+    growth benchmark's fitted cost model), without running it. A request over a limit
+    (max_prompt_tokens, max_nodes, max_edge_pairs) is answered 413 here as /attribute
+    would answer it."""
+    req = circuit_request(body)
+    limits = settings.circuit_limits
+
+    def work(lm: Any) -> Estimate:
+        expected = estimate_request(lm, req, limits)
+        check_size(req.settings, limits.max_nodes, limits.max_edge_pairs)
+        return expected
+
+    return await manager.run(body.model or settings.default_model, work)
 
 
 @router.get("/runs/{run_id}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
-from analysis.analyze import CircuitRequest
+from analysis.analyze import CircuitRequest, estimate_request
 from analysis.attribution import CircuitSettings
-from analysis.errors import InputError
+from analysis.errors import CircuitlabError, InputError
+from analysis.estimate import Estimate, check_size
+from analysis.models import LoadedModel
 from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
@@ -43,15 +45,30 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
                           manager: ManagerDep, settings: SettingsDep) -> HTMLResponse:
     answers = [a for a in (form.answer_a, form.answer_b) if a.strip()]
     spec = prompt_spec(form)
-    # The user's format, and both named formats side by side (top-5 each).
-    prediction, formats = await manager.run(
-        form.model or settings.default_model,
-        lambda lm: (predict(lm, spec, answers, form.top_k, settings.limits),
-                    predict_formats(lm, spec, answers, 5, settings.limits)),
-    )
+    limits = settings.circuit_limits
+
+    def work(lm: LoadedModel) -> tuple[Any, Any, Estimate | None, str | None]:
+        # The user's format, and both named formats side by side (top-5 each).
+        prediction = predict(lm, spec, answers, form.top_k, settings.limits)
+        formats = predict_formats(lm, spec, answers, 5, settings.limits)
+        expected, refusal = None, None
+        if form.answer_a.strip() and lm.remote is None:
+            req = CircuitRequest(prompt=spec, answer_a=form.answer_a,
+                                 answer_b=form.answer_b or None,
+                                 settings=CircuitSettings.of(form))
+            try:  # what running the circuit would cost, or why it would be refused
+                expected = estimate_request(lm, req, limits)
+                check_size(req.settings, limits.max_nodes, limits.max_edge_pairs)
+            except CircuitlabError as exc:
+                refusal = exc.message
+        return prediction, formats, expected, refusal
+
+    prediction, formats, expected, refusal = await manager.run(
+        form.model or settings.default_model, work)
     templates = templates_of(request)
-    return templates.TemplateResponse(request, "_prediction.html",
-                                      {"p": prediction, "formats": formats})
+    return templates.TemplateResponse(
+        request, "_prediction.html",
+        {"p": prediction, "formats": formats, "estimate": expected, "refusal": refusal})
 
 
 @router.post("/analyze/run", response_class=HTMLResponse)
