@@ -235,7 +235,7 @@ def analyze(
     """Contrastive neuron attribution of one prompt (the seeds' analyze.py)."""
     from analysis.analyze import CircuitRequest
     from analysis.analyze import analyze as run_analyze
-    from analysis.attribution import CircuitSettings
+    from analysis.attribution import CircuitSettings, render_summary, to_circuit_tracer
     from analysis.attribution.export import write_viewer_files
     from analysis.prompts import PromptSpec
 
@@ -257,12 +257,12 @@ def analyze(
     except CircuitlabError as exc:
         _fail(exc)
         return
-    summary = result.summary()
+    summary = render_summary(result)
     typer.echo(summary)
     if output:
         output.mkdir(parents=True, exist_ok=True)
         result.save(output / "graph.json")
-        graph = result.to_circuit_tracer()
+        graph = to_circuit_tracer(result)
         (output / "circuit-tracer.json").write_text(json.dumps(graph))
         # The folder circuit-tracer's local viewer serves: <slug>.json + graph-metadata.json.
         write_viewer_files(graph, output / "viewer")

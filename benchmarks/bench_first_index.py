@@ -31,6 +31,7 @@ from analysis.models import embedded_spec, load_model
 from analysis.neurons.corpus import default_corpus
 from analysis.neurons.index import IndexSettings, NeuronIndex, build_index
 from analysis.neurons.schema import IndexProgress
+from analysis.neurons.search import search
 from analysis.prompts import PromptSpec
 
 SEED = "The primary hormone involved in the regulation of blood pressure and volume is"
@@ -65,7 +66,7 @@ def main() -> None:
             except Exception:  # nothing flushed yet
                 return False
             full = all(len(index.exemplars(la, n, 12)) == 12 for la, n in drivers)
-            found = {q: len(index.search(q, 50)) for q in PROBES}
+            found = {q: len(search(index, q, 50)) for q in PROBES}
             elapsed = time.perf_counter() - started
             print(f"  {elapsed:6.0f} s  {index.meta.tokens_done:>9,} tokens  drivers with "
                   f"12 exemplars: {'all' if full else 'not all'}  probe hits: {found}",

@@ -37,8 +37,9 @@ naming the field)::
     run_circuit(model, tokenizer, input_ids, target_a, target_b=None, settings=None, *,
                 model_name=None, model_revision=None, prompt=None, labels=None)
         -> CircuitResult   (attribution + prune + edges + faithfulness, timed)
-    CircuitResult.save(path) / CircuitResult.load(path) / .summary() /
-        .to_circuit_tracer()  (circuit-tracer / Neuronpedia graph JSON)
+    CircuitResult.save(path) / CircuitResult.load(path)
+    readout.render_summary(result) / export.to_circuit_tracer(result)  (circuit-tracer /
+        Neuronpedia graph JSON): the data and its writers are kept apart
     render_summary(result) -> str
     cache_key(model_name, revision, input_ids, target_a, target_b, settings) -> str
         (computable before running; settings are normalized first)

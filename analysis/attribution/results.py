@@ -208,16 +208,6 @@ class CircuitResult(BaseModel):
     def load(cls, path: str | Path) -> CircuitResult:
         return cls.model_validate_json(Path(path).read_text())
 
-    def summary(self, max_nodes: int = 20) -> str:
-        from analysis.attribution.readout import render_summary
-
-        return render_summary(self, max_nodes=max_nodes)
-
-    def to_circuit_tracer(self, slug: str | None = None) -> dict[str, Any]:
-        from analysis.attribution.export import to_circuit_tracer
-
-        return to_circuit_tracer(self, slug=slug)
-
 
 def cache_key(
     model_name: str,

@@ -9,7 +9,7 @@
 * :mod:`~analysis.comparison.run` - the phased run (variant, then base) and its result.
 """
 
-from analysis.comparison.patching import LayerShare, patch_layers, record_layers
+from analysis.comparison.patching import LayerShare, layer_shares, record_layers
 from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,
@@ -73,10 +73,10 @@ __all__ = [
     "compare_influences",
     "compare_loaded",
     "judge",
+    "layer_shares",
     "layer_weight_totals",
     "observe_base",
     "observe_variant",
-    "patch_layers",
     "prompt_items",
     "prompt_probs",
     "record_layers",

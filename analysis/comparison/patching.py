@@ -3,23 +3,16 @@ change in m that each layer's MLP output, and the residual stream after it, carr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from analysis.access import forward_logits, record_outputs, replaced_outputs_last
 from analysis.answers import resolve_contrast
-from analysis.attribution import CircuitResult
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import last_metric_logits, metric_from_logits
 from analysis.errors import InputError
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec, format_prompt
-
-if TYPE_CHECKING:  # the two-phase run imports this module
-    from analysis.comparison.run import Observation
-
 
 PATCH_ROWS = 16  # patched conditions per forward pass
 
@@ -43,13 +36,6 @@ def record_layers(lm: LoadedModel, input_ids: list[int]) -> dict[str, torch.Tens
                for m in (adapter.mlp_output_module(layer), adapter.layers()[layer])]
     outputs = record_outputs(adapter, input_ids, modules)
     return {"mlp": torch.stack(outputs[0::2]), "residual": torch.stack(outputs[1::2])}
-
-
-def patch_layers(lm: LoadedModel, circuit: CircuitResult,
-                 tuned: Observation) -> list[LayerShare]:
-    """The comparison's patching step: the variant's recorded layers into the base."""
-    return layer_shares(lm, circuit.input_ids, circuit.target_a, circuit.target_b,
-                        circuit.m, tuned.circuit.m, tuned.recorded)
 
 
 def layer_shares(lm: LoadedModel, input_ids: list[int], target_a: int,

@@ -28,7 +28,7 @@ from analysis.analyze import CircuitLimits, analyze, prepare
 from analysis.attribution import Attribution, CircuitResult
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.prune import count_above, threshold
-from analysis.comparison.patching import LayerShare, patch_layers, record_layers
+from analysis.comparison.patching import LayerShare, layer_shares, record_layers
 from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,
@@ -245,7 +245,10 @@ def observe_base(lm: LoadedModel, req: CompareRequest, tuned: Observation,
         raise InputError(f"{tuned.model!r} does not share {lm.name!r}'s architecture "
                          f"({problem}); compare a variant with its own base", field="variant")
     obs = _observe(lm, req, limits or CircuitLimits())
-    obs.patching = patch_layers(lm, obs.circuit, tuned)
+    # The variant's recorded layers patched into the base, layer by layer.
+    obs.patching = layer_shares(lm, obs.circuit.input_ids, obs.circuit.target_a,
+                                obs.circuit.target_b, obs.circuit.m, tuned.circuit.m,
+                                tuned.recorded)
     if variant is not None and variant.overlay is not None:
         obs.weight_kind = "lora"
         obs.weight_changes = []

@@ -159,11 +159,6 @@ class NeuronIndex:
         layers, neurons = np.nonzero(dense | first)
         return {(int(la), int(n)) for la, n in zip(layers, neurons, strict=True)}
 
-    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        from analysis.neurons.search import search
-
-        return search(self, query, limit)
-
     @property
     def arrays(self) -> dict[str, np.ndarray] | None:
         """The current snapshot's arrays (see ``store``), or None before the first."""

@@ -10,7 +10,7 @@ that points at both.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -35,11 +35,13 @@ from analysis.errors import InputError, NotFound, UnknownModel
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
 from app.schemas import CompareBody, PatchingBody
-from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.runs import RunStore
 from app.store.tables import Run
+
+if TYPE_CHECKING:  # a type only: the job runner imports this module
+    from app.services.indexes import IndexService
 
 CIRCUITS = {"base_circuit", "tuned_circuit"}
 

@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from analysis.attribution.always_on import KnownAlwaysOn
+from analysis.attribution.describe import check_model_neuron, describe_neuron
+from analysis.concepts import concept_candidates
 from analysis.errors import InputError, NotFound
+from analysis.llm_describe import describe_prompt, llm_describe
+from analysis.neurons.corpus import corpus_from_bytes, default_corpus, load_corpus
+from analysis.neurons.describe import data_description
+from analysis.neurons.index import NeuronIndex as Reader
+from analysis.neurons.search import search as search_index
 from app.jobs.index_job import CORPORA_DIR, index_path
-from app.jobs.queue import JobQueue
+from app.services.effects import effects_for
 from app.store.indexes import BUILDING, QUEUED, READY, IndexStore
 from app.store.jobs import CANCELLED, FAILED, INTERRUPTED, JobNotFound
 from app.store.tables import NeuronIndex
+
+if TYPE_CHECKING:  # a type only: the queue's job runner reaches this module
+    from app.jobs.queue import JobQueue
 
 ACTIVE_INDEX = (QUEUED, BUILDING)
 GIST_CACHE = 50_000  # table lines kept (a few hundred bytes each)
@@ -37,7 +49,6 @@ class IndexService:
         """Check an uploaded corpus (typed 4xx errors for empty, binary, oversize, bad
         JSONL) and keep it under the data directory by content key; nothing is written
         for a refused file."""
-        from analysis.neurons.corpus import corpus_from_bytes
 
         corpus = corpus_from_bytes(filename, data)
         folder = self.data_dir / CORPORA_DIR
@@ -53,7 +64,6 @@ class IndexService:
 
     @staticmethod
     def default_corpus() -> tuple[Any, dict[str, Any]]:
-        from analysis.neurons.corpus import default_corpus
 
         corpus = default_corpus()
         return corpus, {"kind": "default", "name": corpus.name}
@@ -135,7 +145,6 @@ class IndexService:
         return self.open(row)
 
     def open(self, row: NeuronIndex) -> Any | None:
-        from analysis.neurons.index import NeuronIndex as Reader
 
         path = self.data_dir / row.path
         with self._lock:
@@ -168,7 +177,6 @@ class IndexService:
         """The always-on flags of the model's (or its base's) *complete* index, for a
         circuit to drop beside the prompt's own; None while no index is complete (a
         growing index's counts would make runs depend on when they were asked)."""
-        from analysis.attribution.always_on import KnownAlwaysOn
 
         row, reader = self.index_for(model, base)
         if reader is None or not reader.meta.complete:
@@ -186,12 +194,11 @@ class IndexService:
         known = self._known[row.id] = KnownAlwaysOn(source=source, reasons=reasons)
         return known
 
-    def gists(self, model: str, base: str | None,
-              keys: list[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+    def gists(self, model: str, base: str | None, keys: list[tuple[int, int]],
+              neuron_gist: Callable[..., Any]) -> dict[tuple[int, int], Any]:
         """A one-line "responds to" per neuron for the neurons table (empty without an
-        index). Cached per index and neuron: the table re-renders on every filter."""
-        from frontend.neurons import neuron_gist
-
+        index), built by the view layer's ``neuron_gist``. Cached per index and neuron:
+        the table re-renders on every filter."""
         row, reader = self.index_for(model, base)
         if reader is None:
             return {}
@@ -216,9 +223,10 @@ class IndexService:
         return rows[0] if rows else None
 
     def meaning(self, model: str, base: str | None, layer: int, neuron: int,
-                label: str | None, k: int = 12) -> Any | None:
-        from frontend.neurons import neuron_meaning
-
+                label: str | None, neuron_meaning: Callable[..., Any],
+                k: int = 12) -> Any | None:
+        """What the neuron responds to, as the view layer's ``neuron_meaning`` builds it
+        from the model's (or its base's) index; None without one."""
         row, reader = self.index_for(model, base)
         if reader is None:
             return None
@@ -230,7 +238,6 @@ class IndexService:
                         endpoint: Any, promotes: list[str]) -> None:
         """Ask the operator's LLM endpoint for a description and store it (source "llm",
         with the prompt used); a human label still wins when shown."""
-        from analysis.llm_describe import describe_prompt, llm_describe
 
         row, reader = self.index_for(model, base)
         if reader is None:
@@ -255,11 +262,10 @@ class IndexService:
         row, reader = self.index_for(model, base)
         if reader is None:
             raise NotFound(f"no exemplar index for {model} yet; build one on /indexes")
-        return row, reader.search(query, limit)
+        return row, search_index(reader, query, limit)
 
     def corpus_file(self, key: str) -> tuple[Any, dict[str, Any]]:
         """An uploaded corpus by the key the upload answered with."""
-        from analysis.neurons.corpus import load_corpus
 
         if not key.isalnum() or len(key) < 16:
             raise InputError("corpus must be 'default' or the key an upload returned",
@@ -285,10 +291,6 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
                    limit: int = 15) -> tuple[list[Any], NeuronIndex | None]:
     """Concept candidates of a run (analysis/concepts.py) with the model's logit lens and,
     when the model (or its base) has an index, its exemplars and data description."""
-    from analysis.attribution.describe import describe_neuron
-    from analysis.concepts import concept_candidates
-    from app.services.effects import effects_for
-
     row, reader = indexes.index_for(lm.name, lm.spec.base)
 
     def lens(layer: int, neuron: int) -> tuple[list[str], list[str]]:
@@ -297,7 +299,6 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
 
     exemplars = describe = always_on = None
     if reader is not None:
-        from analysis.neurons.describe import data_description
 
         flagged = reader.always_on()
 
@@ -321,7 +322,6 @@ def run_candidates(result: Any, lm: Any, indexes: IndexService,
 
 def promoted_tokens(lm: Any, layer: int, neuron: int) -> list[str]:
     """The tokens a neuron's output promotes (logit lens), best first."""
-    from analysis.attribution.describe import check_model_neuron, describe_neuron
 
     check_model_neuron(lm.model, layer, neuron)
     return [t.token or "" for t in describe_neuron(lm.model, lm.tokenizer, layer, neuron,

@@ -19,6 +19,7 @@ from analysis.attribution import CircuitResult
 from analysis.attribution.core import Attribution, attribute
 from analysis.errors import InputError
 from analysis.models import LoadedModel
+from analysis.neurons.search import search as search_index
 from analysis.probe import MAX_PROBED, ProbeResult, probe
 from app.services.runs import load_result
 
@@ -52,7 +53,7 @@ def found_by_search(reader: Any, query: str, limit: int) -> dict[tuple[int, int]
     """The search's hits for the query, best first, with what it says of each."""
     return {(h.layer, h.neuron): {"score": h.score, "description": h.description,
                                   "example": _example_text(h.example)}
-            for h in reader.search(query, limit)}
+            for h in search_index(reader, query, limit)}
 
 
 def _example_text(example: Any) -> str | None:

@@ -23,6 +23,7 @@ from analysis.attribution import (
     describe_neuron,
     edge_matrix,
     intervene,
+    render_summary,
     run_circuit,
 )
 
@@ -92,7 +93,7 @@ def test_readout_names_neurons_pushing_renin(circuit: CircuitResult) -> None:
     toward_renin = [n for n in circuit.nodes if n.towards == "B"]
     assert toward_renin, "no kept neuron pushes renin"
     assert all(abs(n.influence) >= 0.15 * abs(circuit.m) for n in circuit.nodes)
-    text = circuit.summary()
+    text = render_summary(circuit)
     first_b = " renin" if circuit.model_name == "gemma-3-270m" else " ren"
     assert f'Toward "{first_b}" (B)' in text
     top = max(toward_renin, key=lambda n: abs(n.influence))

@@ -56,7 +56,7 @@ def test_seed_drivers_have_exemplars_and_descriptions(
 
 
 def test_search_finds_blood_neurons(seed_index: NeuronIndex) -> None:
-    hits = seed_index.search("blood", limit=10)
+    hits = search(seed_index, "blood", limit=10)
     assert hits
     assert "blood" in (hits[0].example.left + hits[0].example.token
                        + hits[0].example.right).lower()

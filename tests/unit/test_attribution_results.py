@@ -111,12 +111,12 @@ def test_circuit_tracer_export(result: CircuitResult) -> None:
     assert 0 < min(n["influence"] for n in features) <= max(n["influence"] for n in features) <= 1
     to_logit = [link for link in graph["links"] if link["target"] == logit["node_id"]]
     assert len(to_logit) == len(result.nodes) + 1  # and the remainder's
-    assert result.to_circuit_tracer()["metadata"]["slug"].startswith("tiny-llama-")
+    assert to_circuit_tracer(result)["metadata"]["slug"].startswith("tiny-llama-")
 
 
 def test_summary_reads_like_the_lab_notes(result: CircuitResult) -> None:
     text = render_summary(result, max_nodes=3)
-    assert text == result.summary(max_nodes=3)
+    assert text == render_summary(result, max_nodes=3)
     assert f'm = logit(" w{A}") - logit(" w{B}")' in text
     assert "influence sum" in text
     top = result.nodes[0]

@@ -32,6 +32,7 @@ from analysis.neurons.index import (
     NeuronIndex,
     build_index,
 )
+from analysis.neurons.search import search
 from analysis.neurons.store import SNAPSHOT_ARRAYS, load_snapshot
 from tests.tiny_checkpoints import build_config, build_tokenizer
 
@@ -197,14 +198,14 @@ def test_description_and_search_find_the_planted_neuron(built: NeuronIndex,
     x_text = built.token_text(planted["x"])
     description = data_description(built, *X_NEURON)
     assert description.startswith(f'"{x_text}" ×')
-    hits = built.search("Dopamine", limit=5)
+    hits = search(built, "Dopamine", limit=5)
     assert (hits[0].layer, hits[0].neuron) == X_NEURON
     assert hits[0].example.token == x_text
-    assert built.search("zzzz-not-there") == []
+    assert search(built, "zzzz-not-there") == []
     # Whole words or their inflections only: "amine" sits inside "dopamine" but is not a
     # word of it (as "renal" is not a word of "adrenal"); a plural still finds it.
-    assert built.search("amine") == []
-    plural = built.search("dopamines", limit=1)
+    assert search(built, "amine") == []
+    plural = search(built, "dopamines", limit=1)
     assert (plural[0].layer, plural[0].neuron) == X_NEURON
 
 

@@ -15,6 +15,7 @@ from app.access import computes
 from app.deps import IndexesDep, LabelsDep, ManagerDep, SettingsDep
 from app.schemas import NAME_PATTERN, LabelRequest
 from app.services.runs import label_model
+from frontend.neurons import neuron_meaning
 
 router = APIRouter(prefix="/api/v1", tags=["neurons"])
 Index = Annotated[int, Path(ge=0, le=1_000_000)]
@@ -51,7 +52,7 @@ async def neuron_route(
         _existing(lm, layer, neuron)
         desc = describe(lm, layer, neuron, spec, top_k, settings.circuit_limits)
         label = labels.get(label_model(lm), layer, neuron)
-        meaning = indexes.meaning(lm.name, lm.spec.base, layer, neuron, label)
+        meaning = indexes.meaning(lm.name, lm.spec.base, layer, neuron, label, neuron_meaning)
         return {**desc.model_dump(mode="json"), "model": lm.name, "label": label,
                 "meaning": meaning.to_json() if meaning else None}
 

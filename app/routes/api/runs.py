@@ -12,7 +12,12 @@ from analysis.analyze import (
     intervene_on_prompt,
     refilter,
 )
-from analysis.attribution import CircuitResult, InterventionResult, NeuronEdit
+from analysis.attribution import (
+    CircuitResult,
+    InterventionResult,
+    NeuronEdit,
+    to_circuit_tracer,
+)
 from analysis.attribution.paths import MAX_K, CircuitPath, top_paths
 from analysis.estimate import Estimate, check_size
 from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
@@ -75,7 +80,7 @@ async def graph_route(
     result = CircuitResult.model_validate(stored_run(runs, run_id).result)
     view = refilter(result, tau, edge_threshold)
     if format == "circuit-tracer":
-        return view.to_circuit_tracer(slug=run_id)
+        return to_circuit_tracer(view, slug=run_id)
     return view.model_dump(mode="json")
 
 

@@ -32,6 +32,7 @@ from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
 from app.store.indexes import BUILDING, QUEUED
 from app.store.jobs import ACTIVE
+from frontend.neurons import neuron_meaning
 
 router = APIRouter(include_in_schema=False)
 
@@ -55,7 +56,8 @@ async def _meaning(request: Request, manager: ManagerDep, indexes: IndexesDep,
                    neuron: int) -> HTMLResponse:
     base = _base_of(manager, model)
     label = labels.get(base or model, layer, neuron)
-    meaning = await run_in_threadpool(indexes.meaning, model, base, layer, neuron, label)
+    meaning = await run_in_threadpool(indexes.meaning, model, base, layer, neuron, label,
+                                      neuron_meaning)
     llm_meta = (indexes.description_meta(meaning.index_model, layer, neuron)
                 if meaning else {})
     return templates_of(request).TemplateResponse(request, "_neuron_meaning.html", {

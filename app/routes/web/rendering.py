@@ -16,6 +16,7 @@ from app.services.model_manager import ModelManager
 from app.services.runs import load_result, tau_floor
 from app.store.labels import LabelStore
 from app.store.tables import Run
+from frontend.neurons import neuron_gist
 from frontend.views import graph_view, run_view
 
 
@@ -26,7 +27,8 @@ def run_gists(indexes: IndexService, manager: ModelManager, model: str,
         base = manager.spec(model).base
     except CircuitlabError:  # a run of a model no longer registered
         base = None
-    return indexes.gists(model, base, sorted({(n.layer, n.neuron) for n in result.nodes}))
+    return indexes.gists(model, base, sorted({(n.layer, n.neuron) for n in result.nodes}),
+                         neuron_gist)
 
 
 def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,

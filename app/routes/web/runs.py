@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from analysis.analyze import refilter
-from analysis.attribution import CircuitResult, NeuronEdit, intervene
+from analysis.attribution import CircuitResult, NeuronEdit, intervene, to_circuit_tracer
 from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.attribution.paths import MAX_K, top_paths
 from analysis.models import LoadedModel
@@ -182,7 +182,7 @@ async def run_export(
     if kind == "json":
         body = result.model_dump_json(indent=1)
     elif kind == "circuit-tracer.json":
-        body = json.dumps(result.to_circuit_tracer(slug=run.id))
+        body = json.dumps(to_circuit_tracer(result, slug=run.id))
     else:
         body = nodes_csv(result)
     filename = f"circuitlab-{run.id[:8]}-{kind}"
