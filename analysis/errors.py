@@ -7,6 +7,8 @@ them, so the web layer can answer 4xx and the CLI can print one line — without
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class CircuitlabError(Exception):
     """Base class: a problem with the user's input or request, never a bug."""
@@ -58,3 +60,15 @@ class Busy(CircuitlabError):
         self.retry_after = retry_after
         self.status = status
         self.headers = {"Retry-After": str(retry_after)}
+
+
+def input_error(exc: ValidationError, *, prefix: str = "",
+                field: str | None = None) -> InputError:
+    """A pydantic ValidationError as an InputError a person can act on: its first
+    problem, located by its dotted field path (``thresholds.large: ...``), without
+    pydantic's "Value error, " prefix. ``field`` overrides where the page shows it."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return InputError(f"{prefix}{where}: {message}" if where else f"{prefix}{message}",
+                      field=field if field is not None else (where or None))

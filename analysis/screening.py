@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field, field_validator
 
 from analysis.answers import resolve_answer
-from analysis.errors import InputError
+from analysis.errors import InputError, input_error
 from analysis.models import LoadedModel
 from analysis.predict import Limits, TokenProb, next_token_logits, rank_of, top_tokens
 from analysis.prompts import MAX_PROMPT_CHARS, PromptSpec, format_label, format_prompt, token_text
@@ -336,7 +336,5 @@ def parse_screen_json(text: str) -> list[ScreenItem]:
                 {k: raw[k] for k in ("prompt", "answer") if k in raw}
                 if isinstance(raw, dict) else raw))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "item"
-            raise InputError(f"item {i}: {loc}: {err['msg']}", field=f"items[{i}]") from exc
+            raise input_error(exc, prefix=f"item {i}: ", field=f"items[{i}]") from exc
     return items

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.errors import InputError
+from analysis.errors import input_error
 
 
 class CircuitSettings(BaseModel):
@@ -83,6 +83,4 @@ class CircuitSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else None
-            raise InputError(f"{field}: {first['msg']}", field=field) from exc
+            raise input_error(exc) from exc

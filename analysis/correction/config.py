@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.errors import InputError, LimitExceeded
+from analysis.errors import InputError, LimitExceeded, input_error
 
 # The evaluation item type is the evaluation core's: one type for the job's eval set,
 # Compare's prompt set and the CLI.
@@ -239,12 +239,6 @@ def _as_float(key: str, value: Any) -> Any:
     return value
 
 
-def _validation_to_input_error(exc: ValidationError) -> InputError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return InputError(f"{loc}: {err['msg']}" if loc else str(err["msg"]), field=loc or None)
-
-
 def from_seed_yaml(
     text: str,
     *,
@@ -317,7 +311,7 @@ def from_seed_yaml(
     try:
         return TrainingConfig.model_validate(fields)
     except ValidationError as exc:
-        raise _validation_to_input_error(exc) from None
+        raise input_error(exc) from None
 
 
 class _LiteralStr(str):

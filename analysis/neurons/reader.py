@@ -11,7 +11,7 @@ import numpy as np
 from analysis.attribution.describe import check_neuron
 from analysis.errors import NotFound
 from analysis.neurons import always_on, store
-from analysis.neurons.schema import Exemplar, IndexMeta, NeuronStats, SearchHit
+from analysis.neurons.schema import Exemplar, IndexMeta, NeuronStats
 
 LEFT_TOKENS = 12
 RIGHT_TOKENS = 4

@@ -31,7 +31,7 @@ from analysis.comparison import (
     with_cut,
 )
 from analysis.comparison.patching import LayerShare, patch_from, record_source
-from analysis.errors import InputError, NotFound, UnknownModel
+from analysis.errors import InputError, NotFound, UnknownModel, input_error
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
 from app.schemas import CompareBody, PatchingBody
@@ -183,8 +183,8 @@ def parse_prompt_set(text: str, field: str = "prompt_set") -> list[PromptSetItem
             items.append(PromptSetItem(kind=kind, prompt=parts[1],  # type: ignore[arg-type]
                                        expected=expected, wrong=wrong))
         except ValidationError as exc:
-            raise InputError(f"prompt set line {number}: {exc.errors()[0]['msg']}",
-                             field=field) from exc
+            raise input_error(exc, prefix=f"prompt set line {number}: ",
+                              field=field) from exc
         if len(items) > MAX_PROMPT_SET:
             raise InputError(f"the prompt set has more than {MAX_PROMPT_SET} prompts",
                              field=field)

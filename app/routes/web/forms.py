@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError
 
 from analysis.attribution import CircuitSettings
 from analysis.comparison import CompareThresholds
-from analysis.errors import InputError
+from analysis.errors import InputError, input_error
 from analysis.prompts import MAX_PROMPT_CHARS, MAX_SYSTEM_CHARS, PromptSpec
 from app.schemas import CompareBody, PredictRequest
 from app.services.compare import parse_prompt_set
@@ -116,8 +116,6 @@ class CompareForm(FormPrompt, CircuitSettings):
                 prompt_set=parse_prompt_set(self.prompt_set),
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = str(first["loc"][0]) if first["loc"] else None
-            raise InputError(f"{where}: {first['msg']}", field=where) from exc
+            raise input_error(exc) from exc
 
 

@@ -13,7 +13,7 @@ from analysis.correction.config import (
     EvalItem,
     TrainingConfig,
 )
-from analysis.errors import InputError
+from analysis.errors import InputError, input_error
 from analysis.screening import MAX_PROMPT_CHARS
 from app.services.compare import parse_prompt_set
 
@@ -106,11 +106,7 @@ class JobForm(BaseModel):
                 topic_words=split_words(self.topic_words), eval_set=items,
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or None
-            field = {"name": "name", "base_model": "base_model"}.get(str(first["loc"][0]),
-                                                                    where)
-            raise InputError(f"{where}: {first['msg']}", field=field) from exc
+            raise input_error(exc) from exc
 
 
 def split_words(text: str) -> list[str]:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from analysis.attribution.groups import GroupScale, GroupSpec
-from analysis.errors import CircuitlabError, InputError
+from analysis.errors import CircuitlabError, InputError, input_error
 from app.deps import ManagerDep, RunsDep, SupernodesDep, templates_of
 from app.services import supernodes as groups
 from app.services.runs import stored_run
@@ -29,10 +29,7 @@ def _checked(model: type[GroupSpec] | type[GroupScale], values: dict[str, Any]) 
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InputError(f"{field}: {message}" if field else message, field=field) from exc
+        raise input_error(exc) from exc
 
 
 def _members(text: str) -> Any:
