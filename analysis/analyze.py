@@ -23,6 +23,7 @@ from analysis.attribution import (
     run_circuit,
 )
 from analysis.attribution.always_on import KnownAlwaysOn
+from analysis.attribution.results import METRIC_NODE_ID
 from analysis.errors import InputError, LimitExceeded
 from analysis.estimate import Estimate, check_size, estimate
 from analysis.models import LoadedModel
@@ -192,7 +193,7 @@ def refilter(result: CircuitResult, tau: float | None = None,
     kept = {n.node_id for n in nodes}
     threshold = edge_threshold or 0.0
     edges = [e for e in result.edges
-             if e.source in kept and (e.target in kept or e.target == "metric")
+             if e.source in kept and (e.target in kept or e.target == METRIC_NODE_ID)
              and abs(e.weight) >= threshold]
     kept_neurons = {(n.layer, n.neuron) for n in nodes}
     neurons = [n for n in result.neurons if (n.layer, n.neuron) in kept_neurons]

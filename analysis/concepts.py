@@ -31,7 +31,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from analysis.attribution.effects import NeuronEffect
-from analysis.attribution.results import CircuitResult
+from analysis.attribution.results import METRIC_NODE_ID, CircuitResult
+from analysis.neuron_ref import neuron_name
 
 LAST_LAYERS_SHARE = 0.1  # the last 10% of layers (at least two) count as output layers
 MAX_DIRECT_SHARE = 0.5  # reaching m mostly through other nodes counts as upstream
@@ -69,7 +70,7 @@ class ConceptCandidate(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
 
 def _norm(token: str | None) -> str:
@@ -122,7 +123,7 @@ def concept_candidates(result: CircuitResult, n_layers: int, *,
     node_neuron = {n.node_id: (n.layer, n.neuron) for n in result.nodes}
     direct: dict[tuple[int, int], float] = {}
     for e in result.edges:
-        if e.target == "metric" and e.source in node_neuron:
+        if e.target == METRIC_NODE_ID and e.source in node_neuron:
             key = node_neuron[e.source]
             direct[key] = direct.get(key, 0.0) + e.weight
     out: list[ConceptCandidate] = []

@@ -17,7 +17,6 @@ for each one the probe reports
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -30,6 +29,7 @@ from analysis.attribution.prune import threshold
 from analysis.attribution.results import CircuitResult
 from analysis.errors import InputError
 from analysis.evaluation import MIN_DELTA_M
+from analysis.neuron_ref import NeuronRef, neuron_name
 
 MAX_PROBED = 32
 Status = Literal["in circuit", "pruned", "always-on", "inactive"]
@@ -104,16 +104,9 @@ RULE = ("in circuit: the run kept it at some position · always-on: flagged and 
         "cap kept larger ones)")
 
 
-_NAME = re.compile(r"L(\d+)\s*/\s*N(\d+)", re.IGNORECASE)
-
-
 def parse_neurons(text: str) -> list[tuple[int, int]]:
     """``"L6/N1284, L8/N787"`` -> [(6, 1284), (8, 787)], in order, without repeats."""
-    rest = _NAME.sub("", text).replace(",", " ").strip()
-    if rest:
-        raise InputError(f"name neurons as L<layer>/N<neuron>, e.g. L6/N1284 (could not read "
-                         f"{rest.split()[0]!r})", field="neurons")
-    return list(dict.fromkeys((int(a), int(b)) for a, b in _NAME.findall(text)))
+    return [(r.layer, r.neuron) for r in NeuronRef.parse_many(text)]
 
 
 def layer_scale(activation: torch.Tensor) -> torch.Tensor:
@@ -143,8 +136,8 @@ def probe_neurons(result: CircuitResult, attr: Attribution,
     out: list[ProbedNeuron] = []
     for layer, neuron in neurons:
         if not (0 <= layer < n_layers and 0 <= neuron < n_neurons):
-            raise InputError(f"L{layer}/N{neuron} is not in this model ({n_layers} layers of "
-                             f"{n_neurons} neurons)", field="neurons")
+            raise InputError(f"{neuron_name(layer, neuron)} is not in this model ({n_layers} "
+                             f"layers of {n_neurons} neurons)", field="neurons")
         acts = attr.activation[layer, :, neuron].float()
         infl = attr.influence[layer, :, neuron].float()
         later = acts[1:] if acts.numel() > 1 else acts
@@ -170,7 +163,7 @@ def probe_neurons(result: CircuitResult, attr: Attribution,
                    f"(max_nodes {p.max_nodes}, per layer {p.per_layer_top_k}) kept others")
         peak = peaks.get(key)
         out.append(ProbedNeuron(
-            layer=layer, neuron=neuron, name=f"L{layer}/N{neuron}", status=status, why=why,
+            layer=layer, neuron=neuron, name=neuron_name(layer, neuron), status=status, why=why,
             influence=float(infl.sum()), by_position=infl.tolist(), activations=acts.tolist(),
             peak_position=peak_pos,
             peak_share=float(acts.abs().max()) / abs(peak) if peak else None))

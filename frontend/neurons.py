@@ -10,6 +10,8 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from analysis.neuron_ref import neuron_name
+
 MAX_CONTEXT_CHARS = 80
 
 
@@ -129,7 +131,7 @@ def neuron_meaning(reader: Any, row: Any, layer: int, neuron: int, *,
         quantiles=_rows(reader.quantile_samples(layer, neuron), peak),
         stats=stats_json, always_on=bool(stats_json.get("always_on")),
         always_on_reason=stats_json.get("always_on_reason"),
-        histogram=histogram_figure(list(edges), list(counts), f"L{layer}/N{neuron}")
+        histogram=histogram_figure(list(edges), list(counts), neuron_name(layer, neuron))
         if len(counts) else None,
         other_descriptions={k: v for k, v in descriptions.items() if v and v != text},
     )

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.describe import NeuronDescription
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Edge, Node
+from analysis.neuron_ref import neuron_name
 from frontend.graph import graph_figure, position_figure, show_token
 from frontend.neurons import NeuronGist
 
@@ -258,7 +259,7 @@ def neuron_panel(result: CircuitResult, layer: int, neuron: int,
         acts = [a.activation for a in description.activations]
         figure = position_figure(tokens, [0.0] * len(acts), acts, [])
     return NeuronPanel(
-        layer=layer, neuron=neuron, name=f"L{layer}/N{neuron}", label=label or "",
+        layer=layer, neuron=neuron, name=neuron_name(layer, neuron), label=label or "",
         influence_total=total.influence if total else None,
         positions=total.positions if total else [],
         promotes=[(show_token(t.token), t.score) for t in description.promotes]

@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
+from analysis.neuron_ref import neuron_name
+
 # The index's rule (analysis/neurons/always_on.py) uses the same factor and share.
 from analysis.neurons.always_on import DENSE_FRACTION as EVERY_TOKEN_SHARE
 from analysis.neurons.always_on import FIRST_POSITION_FACTOR
@@ -68,7 +70,7 @@ class AlwaysOnNeuron(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
     @property
     def why(self) -> str:

@@ -21,6 +21,7 @@ from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import as_id_list, decode_tokens
 from analysis.attribution.results import TokenScore
 from analysis.errors import InputError
+from analysis.neuron_ref import neuron_name
 
 
 class PositionActivation(BaseModel):
@@ -40,7 +41,7 @@ class NeuronDescription(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
 
 def check_neuron(n_layers: int, n_neurons: int, layer: int, neuron: int) -> None:

@@ -29,6 +29,7 @@ from analysis.access import patched_last
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import last_metric_logits, metric_from_logits
 from analysis.attribution.results import CircuitResult
+from analysis.neuron_ref import neuron_name
 
 EFFECT_RULE = ("Measured effect = m - m with the neuron ablated at every position of the "
                "prompt (zeroed, or set to its mean over the positions), so a positive effect "
@@ -51,7 +52,7 @@ class NeuronEffect(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, field_validator
 from analysis.attribution.patching import NeuronEdit
 from analysis.attribution.results import CircuitResult, Edge, Node
 from analysis.errors import InputError
+from analysis.neuron_ref import neuron_name
 
 MAX_MEMBERS = 200
 MAX_NAME = 80
@@ -38,7 +39,7 @@ class GroupMember(BaseModel):
 
     def __str__(self) -> str:
         where = "every kept position" if self.position is None else f"position {self.position}"
-        return f"L{self.layer}/N{self.neuron} at {where}"
+        return f"{neuron_name(self.layer, self.neuron)} at {where}"
 
 
 class GroupSpec(BaseModel):

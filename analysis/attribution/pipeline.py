@@ -18,7 +18,7 @@ from analysis.attribution.core import Attribution, attribute, decode_tokens
 from analysis.attribution.edges import compute_edges
 from analysis.attribution.patching import faithfulness as measure_faithfulness
 from analysis.attribution.prune import neuron_totals, prune
-from analysis.attribution.results import CircuitResult, Timing, TokenInfo, cache_key
+from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Timing, TokenInfo, cache_key
 from analysis.attribution.settings import CircuitSettings
 
 
@@ -78,7 +78,7 @@ def run_circuit(
         t0 = time.perf_counter()
         edge_list = compute_edges(model, attr, nodes, normalization=s.edge_normalization,
                                   threshold=s.edge_threshold)
-        direct = {e.source: e.raw for e in edge_list if e.target == "metric"}
+        direct = {e.source: e.raw for e in edge_list if e.target == METRIC_NODE_ID}
         for node in nodes:
             node.direct_effect = direct.get(node.node_id)
         timing.edges_s = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from analysis.attribution.results import CircuitResult, Node
+from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Node
 
 
 def show_token(text: str | None, token_id: int | None = None) -> str:
@@ -88,7 +88,7 @@ def render_summary(result: CircuitResult, max_nodes: int = 20) -> str:
         lines.append(f"  circuit only               m = {f.m_circuit_only:+.2f}{rec}")
         lines.append(f"  all MLP neurons ablated    m = {f.m_all_ablated:+.2f}")
     if result.edges:
-        n_metric = sum(1 for e in result.edges if e.target == "metric")
+        n_metric = sum(1 for e in result.edges if e.target == METRIC_NODE_ID)
         lines.append(
             f"Edges: {len(result.edges) - n_metric} between nodes "
             f"({p.edge_normalization}), {n_metric} to the metric"

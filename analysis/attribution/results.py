@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
 from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.settings import CircuitSettings
+from analysis.neuron_ref import neuron_name, node_name
 
 SCHEMA_VERSION = 1
 METRIC_NODE_ID = "metric"
@@ -48,12 +49,12 @@ class Node(BaseModel):
     @property
     def name(self) -> str:
         """The neuron, as the lab notes write it: ``L31/N589``."""
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def node_id(self) -> str:
-        return f"L{self.layer}/N{self.neuron}@{self.position}"
+        return node_name(self.layer, self.neuron, self.position)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -84,7 +85,7 @@ class NeuronTotal(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
 
 class Edge(BaseModel):

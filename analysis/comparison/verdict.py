@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from analysis.evaluation import MIN_DELTA_M
+from analysis.neuron_ref import neuron_name
 
 Category = Literal["persistent", "strengthened", "weakened", "new", "gone", "sign_flip"]
 # The circuit verdict says *why* m moved; its words are never the answer-level ones
@@ -59,7 +60,7 @@ class NeuronChange(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
 
 class CircuitComparison(BaseModel):
@@ -130,7 +131,7 @@ def compare_influences(
     changes.sort(key=lambda c: -max(abs(c.base), abs(c.tuned)))
     verdict, reasons = judge(m_base, m_tuned, changes, t, shown)
     if left_out:
-        names = ", ".join(f"L{k[0]}/N{k[1]} ({excluded[k]})" for k in left_out[:5])
+        names = ", ".join(f"{neuron_name(*k)} ({excluded[k]})" for k in left_out[:5])
         reasons.insert(1, f"{len(left_out)} always-on neuron(s) left out of the counting, as "
                           f"the circuits drop them: {names}.")
     return CircuitComparison(
@@ -138,7 +139,7 @@ def compare_influences(
         influence_sum_base=sum(c.base for c in changes),
         influence_sum_tuned=sum(c.tuned for c in changes),
         neurons=changes, verdict=verdict, reasons=reasons, thresholds=t,
-        decided_by=reasons[-1], excluded=[f"L{k[0]}/N{k[1]}" for k in left_out],
+        decided_by=reasons[-1], excluded=[neuron_name(*k) for k in left_out],
     )
 
 

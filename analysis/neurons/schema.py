@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from analysis.neuron_ref import neuron_name
+
 
 class IndexSettings(BaseModel):
     """How an index is built. Every field that changes the stored numbers is part of the
@@ -130,7 +132,7 @@ class NeuronStats(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)
 
 
 class SearchHit(BaseModel):
@@ -143,4 +145,4 @@ class SearchHit(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def name(self) -> str:
-        return f"L{self.layer}/N{self.neuron}"
+        return neuron_name(self.layer, self.neuron)

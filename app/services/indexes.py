@@ -18,6 +18,7 @@ from analysis.attribution.describe import check_model_neuron, describe_neuron
 from analysis.concepts import concept_candidates
 from analysis.errors import InputError, NotFound
 from analysis.llm_describe import describe_prompt, llm_describe
+from analysis.neuron_ref import neuron_name
 from analysis.neurons.corpus import corpus_from_bytes, default_corpus, load_corpus
 from analysis.neurons.describe import data_description
 from analysis.neurons.index import NeuronIndex as Reader
@@ -187,7 +188,7 @@ class IndexService:
         reasons = {}
         for layer, neuron in sorted(reader.always_on()):
             why = reader.stats(layer, neuron).always_on_reason
-            reasons[f"L{layer}/N{neuron}"] = why or "always-on in the index"
+            reasons[neuron_name(layer, neuron)] = why or "always-on in the index"
         meta = reader.meta
         source = (f"index {row.id[:8]} of {row.model} ({meta.corpus_name}, "
                   f"{meta.tokens_done:,} tokens)")

@@ -76,23 +76,19 @@ def page_context(manager: ModelManager, settings: Settings,
 
 COMPARE_DEFAULTS: dict[str, Any] = {
     **FORM_DEFAULTS, "base": "", "variant": "", "prompt_set": "",
-    "large": 0.1, "persistent": 0.25, "removed": 0.5, "min_delta_m": 0.1,
+    **CompareThresholds().model_dump(),
 }
 MAX_PROMPT_SET_CHARS = 60_000
 
 
-class CompareForm(FormPrompt, CircuitSettings):
-    """The Compare form's fields; circuit settings and thresholds flat, the prompt set as
-    text lines."""
+class CompareForm(FormPrompt, CircuitSettings, CompareThresholds):
+    """The Compare form's fields; circuit settings and thresholds flat (inherited, so
+    their limits and defaults are declared once), the prompt set as text lines."""
 
     base: str = Field("", max_length=64)
     variant: str = Field("", max_length=64)
     answer_a: str = Field("", max_length=200)
     answer_b: str = Field("", max_length=200)
-    large: float = Field(0.1, gt=0, le=1)
-    persistent: float = Field(0.25, gt=0, lt=1)
-    removed: float = Field(0.5, gt=0, le=1)
-    min_delta_m: float = Field(0.1, ge=0)
     prompt_set: str = Field("", max_length=MAX_PROMPT_SET_CHARS)
 
     def body(self) -> CompareBody:
@@ -110,9 +106,8 @@ class CompareForm(FormPrompt, CircuitSettings):
                 base=self.base, variant=self.variant, **PromptSpec.of(self).model_dump(),
                 answer_a=self.answer_a,
                 answer_b=self.answer_b or None, **CircuitSettings.of(self).model_dump(),
-                thresholds=CompareThresholds(large=self.large, persistent=self.persistent,
-                                             removed=self.removed,
-                                             min_delta_m=self.min_delta_m),
+                thresholds=CompareThresholds.model_validate(
+                    self.model_dump(include=set(CompareThresholds.model_fields))),
                 prompt_set=parse_prompt_set(self.prompt_set),
             )
         except ValidationError as exc:
