@@ -4,9 +4,10 @@ texts that tie it to the correct answer, each already through the text check.
 
 The seeds' rule decides what a draft may be: it never names the wrong answer (not even
 to negate it); a draft that does is thrown away and another one is sampled, and the
-page says how many were. Drafts that touch the question's topic are kept but carry the
-check's flag, so the user sees why before choosing. The drafts are suggestions: the user
-edits them, previews their in-context score and decides.
+page says how many were. Drafts that touch the question's topic (what the seeds' v4 fix
+avoided) are set aside while more samples may still give clean ones, and fill in only
+when too few are clean, carrying the check's flag so the user sees why. The drafts are
+suggestions: the user edits them, previews their in-context score and decides.
 
 Drafts come from the resident model (the model under study, continuing a short list of
 facts; small models write plain, sometimes clumsy or wrong sentences) or from an OpenAI-style
@@ -43,6 +44,8 @@ class Drafts(BaseModel):
     drafts: list[Draft]
     discarded: int = Field(description="Samples thrown away because they named the wrong "
                                        "answer, repeated another or said nothing.")
+    set_aside: int = Field(0, description="Samples on the question's topic left out because "
+                                          "enough clean ones were drawn.")
 
 
 def instruction(answer_a: str, concept: Sequence[str]) -> str:
@@ -119,10 +122,11 @@ def draft_texts(write: Callable[[int], str], *, asked: str, source: str, answer_
     if not answer_b.strip():
         raise InputError("drafts are checked against the wrong answer B: give it",
                          field="answer_b")
-    kept: list[Draft] = []
+    clean_drafts: list[Draft] = []
+    flagged: list[Draft] = []  # on the question's topic: used only if too few are clean
     discarded = 0
     attempt = 0
-    while len(kept) < n and attempt < n * MAX_TRIES:
+    while len(clean_drafts) < n and attempt < n * MAX_TRIES:
         text = clean(write(seed + attempt))
         attempt += 1
         if len(text.split()) < 4:  # empty, or cut off before it said anything
@@ -130,12 +134,14 @@ def draft_texts(write: Callable[[int], str], *, asked: str, source: str, answer_
             continue
         finding = check_texts([text], wrong_answer=answer_b, correct_answer=answer_a,
                               topic_words=topic_words)[0]
-        if finding.mentions_wrong or text in {d.text for d in kept}:
+        if finding.mentions_wrong or text in {d.text for d in (*clean_drafts, *flagged)}:
             discarded += 1
             continue
-        kept.append(Draft(text=text, finding=finding))
+        (clean_drafts if finding.ok else flagged).append(Draft(text=text, finding=finding))
+    used = flagged[:n - len(clean_drafts)]
     return Drafts(concept=concept, answer_a=answer_a, source=source, instruction=asked,
-                  drafts=kept, discarded=discarded)
+                  drafts=clean_drafts + used, discarded=discarded,
+                  set_aside=len(flagged) - len(used))
 
 
 __all__ = ["MAX_DRAFTS", "Draft", "Drafts", "clean", "completion_prompt", "draft_texts",

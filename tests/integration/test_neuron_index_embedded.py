@@ -10,6 +10,7 @@ import pytest
 from analysis.attribution import CircuitSettings, run_circuit
 from analysis.neurons.describe import data_description
 from analysis.neurons.index import NeuronIndex
+from analysis.neurons.search import search
 from tests.conftest import SEED_PROMPT
 
 pytestmark = pytest.mark.integration

@@ -42,12 +42,25 @@ def test_a_sample_naming_the_wrong_answer_is_discarded_and_counted() -> None:
                     answer_b=" renin", concept=["kidney", "sodium"],
                     topic_words=["blood pressure"], n=4)
     assert all("renin" not in x.text.lower() for x in d.drafts)
-    assert d.discarded == 3 and len(d.drafts) == 4
-    assert seeds == list(range(7))  # one seed per sample, in order
-    flagged = [x for x in d.drafts if x.finding.mentions_topic]
-    assert [x.text for x in flagged] == [
-        "Aldosterone is made in the adrenal cortex and regulates blood pressure."]
-    assert "blood pressure" in flagged[0].finding.why["mentions_topic"]
+    # Three clean drafts, then samples until the budget ran out; the one on the topic
+    # fills the fourth place, last, with its flag.
+    assert len(d.drafts) == 4 and seeds == list(range(4 * MAX_TRIES))
+    assert d.discarded == 3 + (4 * MAX_TRIES - 7) and d.set_aside == 0
+    assert [x.finding.ok for x in d.drafts] == [True, True, True, False]
+    assert d.drafts[-1].text == (
+        "Aldosterone is made in the adrenal cortex and regulates blood pressure.")
+    assert "blood pressure" in d.drafts[-1].finding.why["mentions_topic"]
+
+
+def test_a_draft_on_the_topic_is_set_aside_when_clean_ones_come() -> None:
+    write, seeds = scripted(["Aldosterone regulates blood pressure in the body.",
+                             "Aldosterone acts on the kidney to keep sodium.",
+                             "Aldosterone is made in the adrenal cortex."])
+    d = draft_texts(write, asked="", source="", answer_a=" aldosterone", answer_b=" renin",
+                    concept=["kidney"], topic_words=["blood pressure"], n=2)
+    assert [x.text for x in d.drafts] == ["Aldosterone acts on the kidney to keep sodium.",
+                                          "Aldosterone is made in the adrenal cortex."]
+    assert d.set_aside == 1 and d.discarded == 0 and len(seeds) == 3
 
 
 def test_a_writer_that_only_names_the_wrong_answer_stops() -> None:
