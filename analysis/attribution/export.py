@@ -104,7 +104,7 @@ def _sigmoid(x: float) -> float:
 
 
 def metric_label(name_a: str, name_b: str | None) -> str:
-    """The metric as the output node names it: ``logit(' al') − logit(' ren')``."""
+    """The metric in words, with the actual tokens: ``logit(' al') − logit(' ren')``."""
     if name_b is None:
         return f"logit('{name_a}')"
     return f"logit('{name_a}') − logit('{name_b}')"
