@@ -1,8 +1,8 @@
 """The OpenAPI contract names every error a route can answer, in the app's one error shape.
 
 Routes declare nothing for this: when ``/openapi.json`` is built, each operation gets its
-4xx/5xx responses from :data:`ERROR_RESPONSES` by what the route is (any route: 404, 422;
-a route that takes a body: 400, 413, and 415 on the JSON API; a route the access policy
+4xx/5xx responses from :data:`ERROR_RESPONSES` by what the route is (any route: 400, 404, 422;
+a route that takes a body: 413, and 415 on the JSON API; a route the access policy
 guards: 401, 403, 413, 429, 503), and FastAPI's own 422 schema (``{"detail": [...]}``,
 which this app never sends) is replaced by :class:`ErrorResponse`. A route added later is
 covered the same way.
@@ -41,7 +41,9 @@ class ErrorResponse(BaseModel):
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                           "schema": {"type": "integer", "minimum": 1}}}
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
-    400: {"description": "The body could not be read (not UTF-8, a broken form)."},
+    400: {"description": "The Host header names another server (DNS rebinding; "
+                         "CIRCUITLAB_ALLOWED_HOSTS adds names), or the body could not be "
+                         "read (not UTF-8, a broken form)."},
     401: {"description": "The API token is missing or wrong (beyond localhost).",
           "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
     403: {"description": "Refused: cross-site, or beyond localhost with no token configured."},
@@ -57,9 +59,9 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 
 
 def error_codes(route: Any, protect_reads: bool) -> list[int]:
-    codes = {404, 422}
+    codes = {400, 404, 422}  # 400: a Host the server does not answer to (app/host_guard.py)
     if set(route.methods) - SAFE_METHODS:
-        codes |= {400, 413}  # a body that cannot be read; one over a limit
+        codes |= {413}  # a body that cannot be read; one over a limit
         if route.path_format.startswith("/api/"):
             codes.add(415)
     if route_needs_token(route.methods, route.endpoint, protect_reads):

@@ -22,6 +22,7 @@ from app.body_limit import install_body_limit
 from app.contract import install_contract
 from app.cross_site import install_cross_site_guard
 from app.errors import install_error_handlers
+from app.host_guard import install_host_guard
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
 from app.routes.api import indexes as indexes_api
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_body_limit(app, settings.body_limits)
     install_cross_site_guard(app, settings)
     install_contract(app, settings.access.protect_reads)
+    install_host_guard(app, settings)  # outermost: a foreign Host gets nothing else
     app.state.templates.env.globals["token_needed"] = settings.needs_token()
     for api in (models_api, predict_api, runs_api, supernodes_api, indexes_api, neurons_api,
                 compare_api, jobs_api):

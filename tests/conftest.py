@@ -13,6 +13,9 @@ from tests.tiny_checkpoints import ARCHS, save_tiny_checkpoint
 # A server started by a test does not queue the default exemplar index (minutes of CPU);
 # the tests that need an index build a small one themselves.
 os.environ.setdefault("CIRCUITLAB_INDEX_ON_START", "false")
+# Starlette's TestClient sends "Host: testserver"; the app answers only to the names it
+# is told (app/host_guard.py), so the tests tell it this one, as an operator would.
+os.environ.setdefault("CIRCUITLAB_ALLOWED_HOSTS", "testserver")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The embedded model is converted once into the project's cache and reused by every run.

@@ -22,3 +22,38 @@ def test_yaml_import_refuses_a_hostile_document_with_a_422_naming_it(
     page = client.post("/jobs/import", data={"yaml_text": text})
     assert page.status_code == 422, page.text[:300]
     assert "YAML" in page.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/runs", "/runs", "/api/v1/health",
+                                  "/runs/anything/neuron?layer=0&neuron=1"])
+def test_a_foreign_host_header_is_refused_on_every_route(client: TestClient,
+                                                         path: str) -> None:
+    """DNS rebinding: evil.example re-pointed at 127.0.0.1 reads nothing, computes nothing."""
+    served = client.app.state.manager.served  # type: ignore[attr-defined]
+    r = client.get(path, headers={"Host": "evil.example:8000"})
+    assert r.status_code == 400, r.text[:300]
+    assert "evil.example" in r.text and "CIRCUITLAB_ALLOWED_HOSTS" in r.text
+    assert client.app.state.manager.served == served  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("host", ["localhost:8000", "127.0.0.1:8000", "[::1]:8000",
+                                  "app.localhost", "10.0.0.7:8000", "testserver"])
+def test_local_names_addresses_and_configured_hosts_are_answered(client: TestClient,
+                                                                 host: str) -> None:
+    assert client.get("/api/v1/health", headers={"Host": host}).status_code == 200
+
+
+def test_the_allow_list_is_localhost_and_the_configured_host_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.host_guard import HostAllowList
+    from app.settings import Settings
+
+    monkeypatch.delenv("CIRCUITLAB_ALLOWED_HOSTS", raising=False)
+    default = HostAllowList(Settings())
+    assert not default.allows("testserver") and not default.allows("evil.example")
+    assert default.allows("localhost:8000") and default.allows("127.0.0.1")
+    assert HostAllowList(Settings(host="lab.example.org")).allows("lab.example.org:8000")
+    monkeypatch.setenv("CIRCUITLAB_ALLOWED_HOSTS", "lab.example.org, *.corp.example")
+    more = HostAllowList(Settings())
+    assert more.allows("lab.example.org") and more.allows("gpu.corp.example:443")
+    assert not more.allows("corp.example.evil.example")
