@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from analysis.comparison.verdict import VERDICT_RULE
 from analysis.evaluation import CORRECTED_RULE, IMPROVED_RULE
 from analysis.prompts import PROMPT_FORMATS
-from app.access import AccessPolicy, no_token
+from app.access import install_access_gate, no_token
 from app.assets import vendor_files
 from app.body_limit import install_body_limit
 from app.contract import install_contract
@@ -98,8 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "fixed it.",
         version="0.1.0",
         lifespan=lifespan,
-        # One access policy for every route, those added later included (app/access.py).
-        dependencies=[AccessPolicy],
     )
     app.state.settings = settings
     app.state.manager = manager
@@ -122,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,
                                                                          ensure_ascii=False)
     install_error_handlers(app)
+    # One access policy for every route, those added later included (app/access.py);
+    # inside the body limit, so what it reads of a form is bounded.
+    install_access_gate(app, settings)
     install_body_limit(app, settings.body_limits)
     install_cross_site_guard(app, settings)
     install_contract(app, settings.access.protect_reads)

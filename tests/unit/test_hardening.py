@@ -57,3 +57,50 @@ def test_the_allow_list_is_localhost_and_the_configured_host_by_default(
     more = HostAllowList(Settings())
     assert more.allows("lab.example.org") and more.allows("gpu.corp.example:443")
     assert not more.allows("corp.example.evil.example")
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Listening on every interface, with a token."""
+    from tests.unit.access_apps import TOKEN, tiny_client
+
+    with tiny_client(tiny_dirs, tmp_path_factory.mktemp("remote"), host="0.0.0.0",
+                     api_token=TOKEN) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("path", "body", "content_type"), [
+    ("/api/v1/predict", b"{not json", "application/json"),
+    ("/api/v1/predict", b'{"prompt": 5, "secret_field": []}', "application/json"),
+    ("/api/v1/jobs", b"[]", "application/json"),
+    ("/analyze/predict", b"prompt=", "application/x-www-form-urlencoded"),
+])
+def test_beyond_localhost_the_token_is_checked_before_the_body(
+        remote: TestClient, path: str, body: bytes, content_type: str) -> None:
+    r = remote.post(path, content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 401, r.text[:300]
+    assert "prompt" not in r.text and "secret_field" not in r.text
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(remote: TestClient, scheme: str) -> None:
+    from tests.unit.access_apps import TOKEN
+
+    r = remote.post("/api/v1/predict", json={"prompt": "The capital of France is"},
+                    headers={"Authorization": f"{scheme} {TOKEN}"})
+    assert r.status_code == 200, r.text[:300]
+    wrong = remote.post("/api/v1/predict", json={"prompt": "Hi"},
+                        headers={"Authorization": f"{scheme} {TOKEN}x"})
+    assert wrong.status_code == 401
+
+
+def test_a_form_that_carries_the_token_still_passes(remote: TestClient) -> None:
+    """The job form sends the token as a field: the gate reads the form and the route
+    reads it again."""
+    from tests.unit.access_apps import TOKEN
+    from tests.unit.test_cross_site import JOB
+
+    refused = remote.post("/jobs", data=JOB)
+    assert refused.status_code == 401
+    r = remote.post("/jobs", data={**JOB, "token": TOKEN}, follow_redirects=False)
+    assert r.status_code < 400, r.text[:300]
