@@ -104,3 +104,37 @@ def test_a_form_that_carries_the_token_still_passes(remote: TestClient) -> None:
     assert refused.status_code == 401
     r = remote.post("/jobs", data={**JOB, "token": TOKEN}, follow_redirects=False)
     assert r.status_code < 400, r.text[:300]
+
+
+def test_model_work_runs_on_one_dedicated_thread_and_waiters_hold_none(
+        client: TestClient) -> None:
+    """A burst queues futures, not threads: every piece of work runs on the same named
+    worker thread, and 30 waiting requests add no thread (they used to hold one each of
+    the shared pool, starving cheap routes and growing RSS). Event-driven, not timed."""
+    import asyncio
+    import threading
+
+    from tests.waiting import PATIENCE_S
+
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    release = threading.Event()
+    ran_on: list[tuple[int, str]] = []
+
+    def work(lm: object) -> None:
+        ran_on.append((threading.get_ident(), threading.current_thread().name))
+        release.wait(PATIENCE_S)
+
+    async def burst() -> int:
+        tasks = [asyncio.ensure_future(manager.run("tiny-llama", work)) for _ in range(30)]
+        while manager.queue_status()["depth"] < 30:
+            await asyncio.sleep(0.01)
+        threads = threading.active_count()
+        release.set()
+        await asyncio.gather(*tasks)
+        return threads
+
+    before = threading.active_count()
+    during = asyncio.run(burst())
+    assert during <= before + 1  # at most the worker thread itself, started on first use
+    assert len(ran_on) == 30 and len({ident for ident, _ in ran_on}) == 1
+    assert ran_on[0][1].startswith("circuitlab-model")
