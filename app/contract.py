@@ -43,12 +43,20 @@ _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "re
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     400: {"description": "The Host header names another server (DNS rebinding; "
                          "CIRCUITLAB_ALLOWED_HOSTS adds names), or the body could not be "
-                         "read (not UTF-8, a broken form)."},
+                         "read (not UTF-8, a broken form). A request line or header block "
+                         "over the HTTP server's limit (e.g. a query string of tens of KB) "
+                         "is refused by uvicorn itself before the app: a plain-text 400 "
+                         "'Invalid HTTP request received.', not this JSON shape."},
     401: {"description": "The API token is missing or wrong (beyond localhost).",
           "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
     403: {"description": "Refused: cross-site, or beyond localhost with no token configured."},
     404: {"description": "No such record, model or neuron."},
-    413: {"description": "The body, or an input in it, is over the operator's limit."},
+    413: {"description": "The body, or an input in it, is over the operator's limit: the "
+                         "body size (CIRCUITLAB_BODY_LIMITS__*), a prompt over "
+                         "max_prompt_tokens (default 512) tokens of the model, more than "
+                         "max_batch_size (default 64) screening items, epochs over "
+                         "max_epochs (default 50), top_k over max_top_k (default 100); the "
+                         "message names the limit and its setting."},
     415: {"description": "The JSON API takes application/json bodies."},
     422: {"description": "The input is invalid; the message names the field and the limit."},
     429: {"description": "The model's queue is full; retry after Retry-After seconds.",

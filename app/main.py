@@ -40,6 +40,7 @@ from app.routes.web import neurons as neurons_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
 from app.routes.web import supernodes as supernodes_web
+from app.security_headers import install_security_headers
 from app.services import build_services
 from app.services.indexes import IndexService
 from app.settings import PROJECT_ROOT, Settings
@@ -127,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_body_limit(app, settings.body_limits)
     install_cross_site_guard(app, settings)
     install_contract(app, settings.access.protect_reads)
-    install_host_guard(app, settings)  # outermost: a foreign Host gets nothing else
+    install_host_guard(app, settings)  # a foreign Host gets nothing else
+    install_security_headers(app)  # outermost: every answer, refusals included
     app.state.templates.env.globals["token_needed"] = settings.needs_token()
     for api in (models_api, predict_api, runs_api, supernodes_api, indexes_api, neurons_api,
                 compare_api, jobs_api):

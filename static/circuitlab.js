@@ -446,3 +446,21 @@ window.addEventListener("load", () => {
     if (form.querySelector("[data-prompt-format]")) markFormat(form);
   });
 });
+
+// Inline handlers are not allowed (the pages' CSP is script-src 'self'): elements name
+// what they do with data-action and these listeners do it.
+document.addEventListener("click", (event) => {
+  const el = event.target.closest && event.target.closest("[data-action]");
+  if (!el) return;
+  if (el.dataset.action === "open-neuron") {
+    event.preventDefault();
+    openNeuron(el.dataset.layer, el.dataset.neuron);
+  } else if (el.dataset.action === "close-panel") {
+    document.getElementById("panel").innerHTML = "";
+  }
+});
+document.addEventListener("input", (event) => {
+  if (event.target.dataset && event.target.dataset.action === "copy-scale") {
+    document.getElementById("scale-btn").value = event.target.value;
+  }
+});

@@ -138,3 +138,75 @@ def test_model_work_runs_on_one_dedicated_thread_and_waiters_hold_none(
     assert during <= before + 1  # at most the worker thread itself, started on first use
     assert len(ran_on) == 30 and len({ident for ident, _ in ran_on}) == 1
     assert ran_on[0][1].startswith("circuitlab-model")
+
+
+def test_every_answer_says_nosniff_and_pages_allow_only_own_scripts(client: TestClient
+                                                                   ) -> None:
+    api = client.get("/api/v1/health")
+    assert api.headers["x-content-type-options"] == "nosniff"
+    page = client.get("/")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    refused = client.get("/", headers={"Host": "evil.example"})  # refusals carry them too
+    assert refused.headers["x-content-type-options"] == "nosniff"
+
+
+def test_templates_have_no_inline_scripts_or_handlers() -> None:
+    """The CSP forbids them: behaviour lives in static/circuitlab.js (data-action)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "templates"
+    handler = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+    script = re.compile(r"<script(?![^>]*\b(src=|type=\"application/json\"))[^>]*>",
+                        re.IGNORECASE)
+    found = [f"{p.name}: {m.group(0)}" for p in sorted(root.glob("*.html"))
+             for m in [*handler.finditer(p.read_text()), *script.finditer(p.read_text())]]
+    assert found == []
+    assert "javascript:" not in "".join(p.read_text() for p in root.glob("*.html"))
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    ("=HYPERLINK(\"http://evil\")", "'=HYPERLINK(\"http://evil\")"), ("+1+1", "'+1+1"),
+    ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"),
+    ("-0.25", "-0.25"), ("+3e-05", "+3e-05"), (" renin", " renin"), (7, 7)])
+def test_csv_cells_never_start_a_formula(cell: object, written: object) -> None:
+    from frontend.csv_cells import csv_text, safe_cell
+
+    assert safe_cell(cell) == written
+    assert csv_text(["label"], [["=1+2"]]).splitlines()[1] == "'=1+2"
+
+
+def test_every_csv_writer_uses_the_one_helper() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    writers = [str(p.relative_to(root)) for folder in ("frontend", "app", "analysis")
+               for p in (root / folder).rglob("*.py") if "csv.writer(" in p.read_text()]
+    assert writers == ["frontend/csv_cells.py"]
+
+
+def test_sign_in_is_rate_limited(tiny_dirs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.routes.web.login import LOGIN_TRIES
+    from tests.unit.access_apps import TOKEN, tiny_client
+
+    with tiny_client(tiny_dirs, tmp_path, host="0.0.0.0", api_token=TOKEN) as c:
+        for _ in range(LOGIN_TRIES):
+            assert c.post("/login", data={"token": "guess"}).status_code == 401
+        r = c.post("/login", data={"token": TOKEN}, follow_redirects=False)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_the_schema_states_the_201_and_the_413_limits(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    submit = schema["paths"]["/api/v1/jobs"]["post"]["responses"]
+    assert "201" in submit and "200" not in submit
+    predict = schema["paths"]["/api/v1/predict"]["post"]["responses"]
+    assert "max_prompt_tokens" in predict["413"]["description"]
+    assert "uvicorn" in predict["400"]["description"]
+    comps = schema["components"]["schemas"]
+    assert "MAX_EPOCHS" in comps["JobRequest"]["properties"]["epochs"]["description"]
+    assert "64" in comps["ScreenRequest"]["properties"]["items"]["description"]
