@@ -119,3 +119,20 @@ def seed_index(embedded_lm):  # type: ignore[no-untyped-def]
     out = CACHE_DIR / "test-indexes" / f"{DEFAULT_MODEL}-{key}"
     build_index(embedded_lm, corpus, out, settings)  # a complete one returns at once
     return NeuronIndex.open(out)
+
+
+# The tier of a test is its folder: tests/unit, tests/integration, tests/browser. Each
+# test gets its folder's marker here, so `-m unit` / `-m "not browser"` select by tier and
+# a file that forgets its `pytestmark` line is still in the right tier.
+TIERS = ("unit", "integration", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if folder in TIERS:
+            item.add_marker(getattr(pytest.mark, folder))

@@ -25,3 +25,6 @@ def wait_for(condition: Callable[[], T], what: str, patience_s: float = PATIENCE
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {patience_s:g} s waiting for {what}")
         time.sleep(poll_s)
+
+
+PATIENCE_MS = int(PATIENCE_S * 1000)  # the same ceiling for Playwright's waits

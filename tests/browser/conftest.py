@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CACHE_DIR, PROJECT_ROOT
+from tests.waiting import PATIENCE_S
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,7 +62,7 @@ def live_server(server_data: Path) -> Iterator[str]:
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + PATIENCE_S
     try:
         while True:
             if proc.poll() is not None:
@@ -73,7 +74,7 @@ def live_server(server_data: Path) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("server did not load its model within 240 s")
+                pytest.fail(f"server did not load its model within {PATIENCE_S:g} s")
             time.sleep(0.5)
         yield url
     finally:

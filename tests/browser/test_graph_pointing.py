@@ -16,6 +16,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from tests.browser.conftest import shot
 from tests.browser.test_circuit_browser import GRAPH, analyze_seed
 from tests.conftest import SEED_PROMPT
+from tests.waiting import PATIENCE_MS
 
 pytestmark = pytest.mark.browser
 
@@ -64,7 +65,7 @@ def analyze_big(page, live_server: str) -> str:  # type: ignore[no-untyped-def]
     page.fill("#tau", "0.05")
     page.fill("#max_nodes", "200")
     page.click("#analyze-btn")
-    page.wait_for_selector(GRAPH, timeout=180_000)
+    page.wait_for_selector(GRAPH, timeout=PATIENCE_MS)
     return str(page.url)
 
 
@@ -111,7 +112,7 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
                                arg=p["id"])
         click_ms.append(page.evaluate("window.__selected.t") - start)
         page.wait_for_selector(f"#neuron-panel[data-layer='{p['layer']}']"
-                               f"[data-neuron='{p['neuron']}']", timeout=30_000)
+                               f"[data-neuron='{p['neuron']}']", timeout=PATIENCE_MS)
         assert f"at position {p['position']}" in page.locator("#neuron-panel h3").inner_text()
     hover_ms.sort()
     click_ms.sort()

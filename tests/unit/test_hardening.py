@@ -210,3 +210,19 @@ def test_the_schema_states_the_201_and_the_413_limits(client: TestClient) -> Non
     comps = schema["components"]["schemas"]
     assert "MAX_EPOCHS" in comps["JobRequest"]["properties"]["epochs"]["description"]
     assert "64" in comps["ScreenRequest"]["properties"]["items"]["description"]
+
+
+def test_every_test_is_marked_with_its_folders_tier(request: pytest.FixtureRequest) -> None:
+    """tests/conftest.py marks by folder: this unit test carries 'unit', and the two
+    integration files without a pytestmark line are integration all the same."""
+    import subprocess
+    import sys
+
+    assert request.node.get_closest_marker("unit") is not None
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+         "-m", "integration", "tests/integration/test_always_on_embedded.py",
+         "tests/integration/test_layer_patching.py"],
+        capture_output=True, text=True, check=False).stdout
+    assert "test_always_on_embedded.py::" in out and "test_layer_patching.py::" in out
+    assert "deselected" not in out
