@@ -92,7 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(jobs.stop)
-            manager.shutdown()
 
     app = FastAPI(
         title="circuitlab",

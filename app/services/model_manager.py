@@ -1,16 +1,23 @@
 """Keeps registered models resident and serialises the work done on them.
 
-Model work from requests runs on ONE dedicated worker thread (never on the event loop,
-never on the shared thread pool) under one lock per process: torch on 2 CPU cores gains
-nothing from two concurrent passes, and on a GPU it protects hooks and adapters that an
-analysis installs on the shared module tree. A waiting request holds no thread, only an
-asyncio future, so the event loop and the cheap routes (health, the 429/503 answers) stay
-responsive under a burst. One thread also bounds memory: with a thread per waiting request
-(the thread pool's 40), each that ran a pass kept its own allocator arena and torch
-scratch buffers, and RSS grew by hundreds of MB after a burst and stayed (issue 23.4).
+Model work runs in a worker thread (never on the event loop) under one lock per process:
+torch on 2 CPU cores gains nothing from two concurrent passes, and on a GPU it protects
+hooks and adapters that an analysis installs on the shared module tree. A request waits
+for its turn on an asyncio lock, holding NO thread; only the request whose turn it is
+takes a thread. Before (issue 23.4) every waiting request held one of the shared pool's
+40 threads, blocked on the model lock: the pool ran dry, so every route whose
+dependencies run in the pool (health and the 429/503 answers included) waited seconds
+for a thread, and each of those threads that ran a pass kept its own allocator arena and
+torch scratch memory, so RSS grew by hundreds of MB after a burst and stayed. Now one
+request at a time holds a pool thread for model work, and the pool hands idle threads out
+last-in-first-out, so the same thread does it burst after burst.
+
+(A dedicated ThreadPoolExecutor thread was tried for this and measured: the same torch
+work ran several times slower on it than on the pool's threads on the 2-core machine, so
+the turn-taking is done on the event loop instead.)
 
 The wait is bounded (``ModelQueueLimits``): a request beyond ``max_depth`` is refused at
-once, one still queued after ``max_wait_s`` gives up, both with a Retry-After estimate.
+once, one that waits past ``max_wait_s`` gives up, both with a Retry-After estimate.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from analysis.errors import Busy, UnknownModel
 from analysis.models import (
@@ -63,24 +71,15 @@ class ModelManager:
         self.served = 0  # work items done (health; tests prove a read did no model work)
         self.loading: str | None = None
         self.last_error: str | None = None
-        # The one thread all queued model work runs on (created on first use).
-        self._worker: ThreadPoolExecutor | None = None
-        self._worker_guard = threading.Lock()
-        self._worker_ident: int | None = None
+        # Turn-taking for requests: one asyncio lock per event loop (tests run several).
+        self._turns: dict[int, asyncio.Lock] = {}
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._worker_guard:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="circuitlab-model")
-            return self._worker
-
-    def shutdown(self) -> None:
-        """Stop the worker thread (the app's lifespan end); queued work is cancelled."""
-        with self._worker_guard:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=False, cancel_futures=True)
+    def _turn(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._turns.get(id(loop))
+        if lock is None:
+            lock = self._turns[id(loop)] = asyncio.Lock()
+        return lock
 
     def loaded(self) -> list[LoadedModel]:
         return [*self._loaded.values(), *self._adapters.values()]
@@ -178,7 +177,6 @@ class ModelManager:
                     f"{self._pending} requests; retry in about {wait} s", wait, status=503)
 
     def _run_locked(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
-        self._worker_ident = threading.get_ident()
         if not self._lock.acquire(timeout=self.queue.max_wait_s):
             raise self._busy_503()
         started = time.monotonic()
@@ -190,30 +188,20 @@ class ModelManager:
             self._lock.release()
 
     def run_sync(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
-        """From a thread (a comparison's phases): the same queue and worker thread."""
         with self._admitted():
-            if threading.get_ident() == self._worker_ident:
-                return self._run_locked(name, fn)  # nested in the worker's own work
-            future = self._executor().submit(self._run_locked, name, fn)
-            try:
-                return future.result(timeout=self.queue.max_wait_s)
-            except TimeoutError:
-                if future.cancel():
-                    raise self._busy_503() from None
-                return future.result()
+            return self._run_locked(name, fn)
 
     async def run(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
-        """Run `fn` on the named model on the worker thread, one model job at a time; the
-        request waits on a future, holding no thread."""
+        """Run `fn` on the named model in a worker thread, one model job at a time; the
+        request waits for its turn holding no thread."""
         self.spec(name)  # an unknown name fails now, not after queueing
-        with self._admitted():  # counted from before it is queued
-            future = self._executor().submit(self._run_locked, name, fn)
-            waiting = asyncio.wrap_future(future)
+        with self._admitted():  # counted from before it waits for its turn
+            turn = self._turn()
             try:
-                done, _ = await asyncio.wait({waiting}, timeout=self.queue.max_wait_s)
-            except asyncio.CancelledError:  # the client went away: drop its queued work
-                future.cancel()
-                raise
-            if not done and future.cancel():  # still queued: give up, say when to retry
-                raise self._busy_503()
-            return await waiting
+                await asyncio.wait_for(turn.acquire(), timeout=self.queue.max_wait_s)
+            except TimeoutError:
+                raise self._busy_503() from None
+            try:
+                return await run_in_threadpool(self._run_locked, name, fn)
+            finally:
+                turn.release()
