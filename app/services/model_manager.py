@@ -3,18 +3,18 @@
 Model work runs in a worker thread (never on the event loop) under one lock per process:
 torch on 2 CPU cores gains nothing from two concurrent passes, and on a GPU it protects
 hooks and adapters that an analysis installs on the shared module tree. A request waits
-for its turn on an asyncio lock, holding NO thread; only the request whose turn it is
-takes a thread. Before (issue 23.4) every waiting request held one of the shared pool's
-40 threads, blocked on the model lock: the pool ran dry, so every route whose
-dependencies run in the pool (health and the 429/503 answers included) waited seconds
-for a thread, and each of those threads that ran a pass kept its own allocator arena and
-torch scratch memory, so RSS grew by hundreds of MB after a burst and stayed. Now one
-request at a time holds a pool thread for model work, and the pool hands idle threads out
-last-in-first-out, so the same thread does it burst after burst.
+for its turn on an asyncio semaphore, holding NO thread; only the request that is running
+and the next one (already blocked on the model lock, so the hand-over has no gap) hold a
+pool thread. Before (issue 23.4) every waiting request held one of the shared pool's 40
+threads, blocked on the model lock: the pool ran dry, so every route whose dependencies
+run in the pool (health and the 429/503 answers included) waited seconds for a thread,
+and each of those threads that ran a pass kept its own allocator arena and torch scratch
+memory, so RSS grew by hundreds of MB after a burst and stayed. Now two threads at most do
+model work, and the pool hands idle threads out last-in-first-out, so the same ones do it
+burst after burst (benchmarks/bench_burst.py: RSS +29 MB after a burst, was +668 MB).
 
-(A dedicated ThreadPoolExecutor thread was tried for this and measured: the same torch
-work ran several times slower on it than on the pool's threads on the 2-core machine, so
-the turn-taking is done on the event loop instead.)
+Measured and rejected: one dedicated executor thread, or one turn at a time; either way
+the gap between two passes cut a burst's throughput several-fold on 2 cores.
 
 The wait is bounded (``ModelQueueLimits``): a request beyond ``max_depth`` is refused at
 once, one that waits past ``max_wait_s`` gives up, both with a Retry-After estimate.
@@ -46,6 +46,10 @@ from analysis.models import (
 from app.settings import ModelQueueLimits
 
 T = TypeVar("T")
+# Requests holding a pool thread for model work at once: the one running and the next,
+# already blocked on the model lock, so the hand-over is immediate (measured: with only
+# one, the gap between two passes made a burst's throughput several times lower).
+HANDOFF_THREADS = 2
 
 
 class ModelManager:
@@ -72,14 +76,14 @@ class ModelManager:
         self.loading: str | None = None
         self.last_error: str | None = None
         # Turn-taking for requests: one asyncio lock per event loop (tests run several).
-        self._turns: dict[int, asyncio.Lock] = {}
+        self._turns: dict[int, asyncio.Semaphore] = {}
 
-    def _turn(self) -> asyncio.Lock:
+    def _turn(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        lock = self._turns.get(id(loop))
-        if lock is None:
-            lock = self._turns[id(loop)] = asyncio.Lock()
-        return lock
+        turns = self._turns.get(id(loop))
+        if turns is None:
+            turns = self._turns[id(loop)] = asyncio.Semaphore(HANDOFF_THREADS)
+        return turns
 
     def loaded(self) -> list[LoadedModel]:
         return [*self._loaded.values(), *self._adapters.values()]
