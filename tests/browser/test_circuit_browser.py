@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import shot, wait_js
 from tests.conftest import SEED_PROMPT
 from tests.waiting import PATIENCE_MS
 
@@ -103,16 +103,16 @@ def test_analyze_graph_panel_label_intervention_filter_permalink(page, live_serv
 
     page.click("#analyze-btn")  # same settings: the stored run comes back, labels fresh
     page.wait_for_selector(f"{GRAPH} ", timeout=PATIENCE_MS)
-    page.wait_for_function("document.querySelector('.label-cell') && "
+    wait_js(page, "document.querySelector('.label-cell') && "
                            "[...document.querySelectorAll('.label-cell')]"
                            ".some(td => td.textContent.includes('renin pathway booster'))")
 
     # Moving tau re-filters the graph and the table together, without a new run.
     page.eval_on_selector("#view-tau", """el => { el.value = '0.4';
         el.dispatchEvent(new Event('input', {bubbles: true})); }""")
-    page.wait_for_function(
+    wait_js(page,
         f"Number(document.getElementById('shown-nodes').textContent) < {n_nodes}")
-    page.wait_for_function("""() => {
+    wait_js(page, """() => {
         const gd = document.getElementById('graph-plot');
         const shown = Number(document.getElementById('shown-nodes').textContent);
         return gd && gd.data && gd.data.filter(t => (t.name||'').startsWith('towards'))
