@@ -11,10 +11,13 @@ The rule. A server that listens beyond loopback (127.0.0.0/8, ::1) needs the ope
   and stored runs is open by default).
 
 ``@no_token`` exempts a route that must answer everyone (the sign-in form checks the
-token itself; health and the vendored scripts are public). The policy is one app-level
-dependency (:data:`AccessPolicy`), so it needs no line in route files.
+token itself; health and the vendored scripts are public). The policy is one ASGI
+middleware (:class:`AccessGate`) that finds the route a request is bound for and checks
+the token before the route reads or validates the body, so it needs no line in route
+files and an unauthenticated request learns nothing about the body's fields.
 
-A token is presented as ``Authorization: Bearer <token>`` (API clients), as the session
+A token is presented as ``Authorization: Bearer <token>`` (API clients; the scheme in
+any case), as the session
 cookie that ``/login`` sets (the pages), or as a form's ``token`` field (the job forms).
 Tokens are compared in constant time and never logged or echoed. "Beyond loopback" is
 judged from what the server binds: the resolved ``--host`` addresses at start-up and, per
@@ -33,8 +36,10 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Request
 from pydantic import BaseModel, Field, SecretStr
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analysis.errors import CircuitlabError
 
@@ -178,27 +183,39 @@ def token_matches(given: str, token: SecretStr) -> bool:
     return _same(given, token.get_secret_value())
 
 
+def bearer_token(header: str) -> str | None:
+    """The credentials of ``Authorization: Bearer <token>``; the scheme is
+    case-insensitive (RFC 9110), so ``bearer`` and ``BEARER`` count too."""
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
 async def presented_token_ok(request: Request, token: str) -> bool | None:
     """True for a right token (header, session cookie or form field), False for a wrong
     one, None when none was presented."""
-    header = request.headers.get("authorization", "")
-    if header.startswith("Bearer "):
-        return _same(header.removeprefix("Bearer ").strip(), token)
+    given = bearer_token(request.headers.get("authorization", ""))
+    if given is not None:
+        return _same(given, token)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and _same(cookie, session_value(token)):
         return True
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        field = (await request.form()).get("token")  # parsed already by the route
+    if _is_form(request.headers.get("content-type", "")):
+        field = (await request.form()).get("token")  # the gate replays the body it read
         if isinstance(field, str) and field:
             return _same(field, token)
     return False if cookie else None
 
 
-async def check_access(request: Request) -> None:
-    """The policy itself (see the module docstring)."""
+def _is_form(content_type: str) -> bool:
+    return content_type.startswith(("application/x-www-form-urlencoded",
+                                    "multipart/form-data"))
+
+
+async def check_access(request: Request, route: Any) -> None:
+    """The policy itself (see the module docstring) for the request bound for ``route``."""
     settings: Settings = request.app.state.settings
-    route = request.scope.get("route")
     if route is None or not route_needs_token(getattr(route, "methods", set()) or set(),
                                               getattr(route, "endpoint", None),
                                               settings.access.protect_reads):
@@ -220,4 +237,96 @@ async def check_access(request: Request) -> None:
                            "in again at /login", field="token")
 
 
-AccessPolicy = Depends(check_access)
+class _RouteFinder:
+    """The route a request is bound for, found as the router finds it (first route whose
+    path and method match), before the router, the body or any dependency runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._table: list[tuple[Any, Any]] | None = None
+
+    def find(self, scope: Scope) -> Any:
+        if self._table is None:  # every route is registered by the first request
+            from starlette.routing import compile_path
+
+            self._table = [(compile_path(r.path_format)[0], r) for r in route_table(self.app)
+                           if getattr(r, "path_format", None) and getattr(r, "methods", None)]
+        method = scope["method"]
+        for regex, route in self._table:
+            if regex.match(scope["path"]) and (
+                    method in route.methods or (method == "HEAD" and "GET" in route.methods)):
+                return route
+        return None
+
+
+class AccessGate:
+    """ASGI middleware that applies :func:`check_access` before the route reads or
+    validates the body: an unauthenticated request beyond localhost gets 401, never a 422
+    that names the body's fields. Only a form that may carry the ``token`` field is read
+    first (the body is bounded by the body-size limit outside this, and replayed)."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.routes = _RouteFinder(fastapi_app)
+        self.fastapi_app = fastapi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not off_localhost(self.settings, scope):
+            await self.app(scope, receive, send)
+            return
+        from starlette.exceptions import HTTPException
+
+        from app.errors import error_response
+
+        route = self.routes.find(scope)
+        body: bytes | None = None
+        headers = Headers(scope=scope)
+        try:
+            if (route is not None and "authorization" not in headers
+                    and _is_form(headers.get("content-type", ""))):
+                body = await _read_body(receive)
+            await check_access(Request(scope, receive if body is None
+                                       else _replaying(body, receive)), route)
+        except CircuitlabError as exc:
+            response = error_response(Request(scope, receive), exc.status, exc.message,
+                                      exc.field, headers=getattr(exc, "headers", None))
+            await response(scope, receive, send)
+            return
+        except HTTPException as exc:  # the body-size limit, while the form was read
+            response = error_response(Request(scope, receive), exc.status_code,
+                                      str(exc.detail), "body")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive if body is None else _replaying(body, receive), send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then waits on the real one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def install_access_gate(app: Any, settings: Settings) -> None:
+    """Install before the body-size limit, so the limit bounds what the gate reads."""
+    app.add_middleware(AccessGate, fastapi_app=app, settings=settings)

@@ -1,8 +1,8 @@
 """The OpenAPI contract names every error a route can answer, in the app's one error shape.
 
 Routes declare nothing for this: when ``/openapi.json`` is built, each operation gets its
-4xx/5xx responses from :data:`ERROR_RESPONSES` by what the route is (any route: 404, 422;
-a route that takes a body: 400, 413, and 415 on the JSON API; a route the access policy
+4xx/5xx responses from :data:`ERROR_RESPONSES` by what the route is (any route: 400, 404, 422;
+a route that takes a body: 413, and 415 on the JSON API; a route the access policy
 guards: 401, 403, 413, 429, 503), and FastAPI's own 422 schema (``{"detail": [...]}``,
 which this app never sends) is replaced by :class:`ErrorResponse`. A route added later is
 covered the same way.
@@ -41,12 +41,22 @@ class ErrorResponse(BaseModel):
 _RETRY = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
                           "schema": {"type": "integer", "minimum": 1}}}
 ERROR_RESPONSES: dict[int, dict[str, Any]] = {
-    400: {"description": "The body could not be read (not UTF-8, a broken form)."},
+    400: {"description": "The Host header names another server (DNS rebinding; "
+                         "CIRCUITLAB_ALLOWED_HOSTS adds names), or the body could not be "
+                         "read (not UTF-8, a broken form). A request line or header block "
+                         "over the HTTP server's limit (e.g. a query string of tens of KB) "
+                         "is refused by uvicorn itself before the app: a plain-text 400 "
+                         "'Invalid HTTP request received.', not this JSON shape."},
     401: {"description": "The API token is missing or wrong (beyond localhost).",
           "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
     403: {"description": "Refused: cross-site, or beyond localhost with no token configured."},
     404: {"description": "No such record, model or neuron."},
-    413: {"description": "The body, or an input in it, is over the operator's limit."},
+    413: {"description": "The body, or an input in it, is over the operator's limit: the "
+                         "body size (CIRCUITLAB_BODY_LIMITS__*), a prompt over "
+                         "max_prompt_tokens (default 512) tokens of the model, more than "
+                         "max_batch_size (default 64) screening items, epochs over "
+                         "max_epochs (default 50), top_k over max_top_k (default 100); the "
+                         "message names the limit and its setting."},
     415: {"description": "The JSON API takes application/json bodies."},
     422: {"description": "The input is invalid; the message names the field and the limit."},
     429: {"description": "The model's queue is full; retry after Retry-After seconds.",
@@ -72,9 +82,9 @@ def _limits_text(app: FastAPI) -> str:
 
 
 def error_codes(route: Any, protect_reads: bool) -> list[int]:
-    codes = {404, 422}
+    codes = {400, 404, 422}  # 400: a Host the server does not answer to (app/host_guard.py)
     if set(route.methods) - SAFE_METHODS:
-        codes |= {400, 413}  # a body that cannot be read; one over a limit
+        codes |= {413}  # a body that cannot be read; one over a limit
         if route.path_format.startswith("/api/"):
             codes.add(415)
     if route_needs_token(route.methods, route.endpoint, protect_reads):

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from app.access import AccessPolicy
 from app.jobs.queue import JobQueue
 from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
@@ -56,12 +55,6 @@ def get_queue(request: Request) -> JobQueue:
 
 
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-
-
-# The access policy is one app-level dependency (app/access.py) that covers every route;
-# these names remain for routes written before it (FastAPI runs it once per request).
-QueueAccess = AccessPolicy
-QueueAccessForm = AccessPolicy
 
 
 def get_indexes(request: Request) -> IndexService:

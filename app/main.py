@@ -16,12 +16,13 @@ from fastapi.templating import Jinja2Templates
 from analysis.comparison.verdict import VERDICT_RULE
 from analysis.evaluation import CORRECTED_RULE, IMPROVED_RULE
 from analysis.prompts import PROMPT_FORMATS
-from app.access import AccessPolicy, no_token
+from app.access import install_access_gate, no_token
 from app.assets import vendor_files
 from app.body_limit import install_body_limit
 from app.contract import install_contract
 from app.cross_site import install_cross_site_guard
 from app.errors import install_error_handlers
+from app.host_guard import install_host_guard
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
 from app.routes.api import indexes as indexes_api
@@ -39,6 +40,7 @@ from app.routes.web import neurons as neurons_web
 from app.routes.web import runs as runs_web
 from app.routes.web import screen as screen_web
 from app.routes.web import supernodes as supernodes_web
+from app.security_headers import install_security_headers
 from app.services import build_services
 from app.services.indexes import IndexService
 from app.settings import PROJECT_ROOT, Settings
@@ -98,8 +100,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "fixed it.",
         version="0.1.0",
         lifespan=lifespan,
-        # One access policy for every route, those added later included (app/access.py).
-        dependencies=[AccessPolicy],
     )
     app.state.settings = settings
     app.state.manager = manager
@@ -124,9 +124,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.filters["quoted"] = lambda value: json.dumps(value,
                                                                          ensure_ascii=False)
     install_error_handlers(app)
+    # One access policy for every route, those added later included (app/access.py);
+    # inside the body limit, so what it reads of a form is bounded.
+    install_access_gate(app, settings)
     install_body_limit(app, settings.body_limits)
     install_cross_site_guard(app, settings)
     install_contract(app, settings.access.protect_reads)
+    install_host_guard(app, settings)  # a foreign Host gets nothing else
+    install_security_headers(app)  # outermost: every answer, refusals included
     app.state.templates.env.globals["token_needed"] = settings.needs_token()
     for api in (models_api, predict_api, runs_api, supernodes_api, indexes_api, neurons_api,
                 compare_api, jobs_api):

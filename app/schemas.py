@@ -93,6 +93,9 @@ class JobRequest(CheckRequest):
 
     base_model: str = Field(pattern=NAME_PATTERN,  # type: ignore[assignment]
                             description="Registered base model to fine-tune.")
+    epochs: int = Field(5, ge=1, description="Passes over the texts. Over the operator's "
+                        "cap (CIRCUITLAB_JOBS__CAPS__MAX_EPOCHS, default 50) the job is "
+                        "refused 413; so are more than max_texts (32) texts.")
 
 
 class PromptFields(PromptSpec, NumbersNotBooleans):
@@ -102,7 +105,10 @@ class PromptFields(PromptSpec, NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN,
-                              description="Registered model name; default model if omitted.")
+                              description="Registered model name; default model if omitted. "
+                              "A prompt that formats to more than the operator's "
+                              "CIRCUITLAB_LIMITS__MAX_PROMPT_TOKENS (default 512) tokens of "
+                              "this model is refused 413.")
 
 
 class PredictRequest(PromptFields):
@@ -115,7 +121,11 @@ class ScreenRequest(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN)
-    items: list[ScreenItemIn] = Field(min_length=1, max_length=1000)
+    items: list[ScreenItemIn] = Field(
+        min_length=1, max_length=1000,
+        description="The prompts to screen. More than the operator's batch limit "
+                    "(CIRCUITLAB_LIMITS__MAX_BATCH_SIZE, default 64) is refused 413; so is "
+                    "a prompt over max_prompt_tokens (default 512) tokens.")
     top_k: int = Field(5, ge=1)
     skip_filler: bool = True
     filler_rule: FillerRule = Field("model", description="How filler is decided (see "

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -87,6 +89,23 @@ class Settings(BaseSettings):
                           "'Authorization: Bearer <token>', the /login session cookie, or "
                           "a form's token field). Never logged.")
     access: AccessSettings = Field(default_factory=AccessSettings)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the server answers to besides localhost, IP addresses and "
+                    "CIRCUITLAB_HOST (comma-separated; '*.example.org' for subdomains, '*' "
+                    "for any): other Host headers get 400, which stops DNS rebinding.")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("api_token", mode="before")
     @classmethod

@@ -7,13 +7,12 @@ draws each node's influence change, tuned minus base.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.attribution import CircuitResult, Edge, Node
 from analysis.comparison import ComparisonResult, NeuronChange, layer_weight_totals
+from frontend.csv_cells import csv_text
 from frontend.graph import TOWARDS_A, TOWARDS_B, graph_figure, show_token
 
 CATEGORY_TEXT = {
@@ -185,28 +184,22 @@ def compare_view(run_id: str, result: ComparisonResult, base_name: str, variant_
 
 def neurons_csv(result: ComparisonResult,
                 labels: dict[tuple[int, int], str] | None = None) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["neuron", "layer", "index", "influence_base", "influence_variant",
-                     "delta", "category", "label"])
-    for row in neuron_rows(result.comparison.neurons, labels):
-        writer.writerow([row.name, row.layer, row.neuron, f"{row.base:.6g}",
-                         f"{row.tuned:.6g}", f"{row.delta:.6g}", row.category,
-                         row.label or ""])
-    return out.getvalue()
+    return csv_text(["neuron", "layer", "index", "influence_base", "influence_variant",
+                     "delta", "category", "label"],
+                    ([row.name, row.layer, row.neuron, f"{row.base:.6g}", f"{row.tuned:.6g}",
+                      f"{row.delta:.6g}", row.category, row.label or ""]
+                     for row in neuron_rows(result.comparison.neurons, labels)))
 
 
 def prompts_csv(result: ComparisonResult) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["kind", "prompt", "expected", "wrong", "p_expected_base",
-                     "p_expected_variant", "p_wrong_base", "p_wrong_variant", "top1_base",
-                     "top1_variant", "outcome"])
+    rows = []
     for r in result.prompts:
         b, t = r.before, r.after
-        writer.writerow([r.kind, r.prompt, r.expected, r.wrong or "",
-                         f"{b.expected.prob:.6g}", f"{t.expected.prob:.6g}",
-                         "" if b.wrong is None else f"{b.wrong.prob:.6g}",
-                         "" if t.wrong is None else f"{t.wrong.prob:.6g}",
-                         b.top1.text, t.top1.text, r.outcome])
-    return out.getvalue()
+        rows.append([r.kind, r.prompt, r.expected, r.wrong or "",
+                     f"{b.expected.prob:.6g}", f"{t.expected.prob:.6g}",
+                     "" if b.wrong is None else f"{b.wrong.prob:.6g}",
+                     "" if t.wrong is None else f"{t.wrong.prob:.6g}",
+                     b.top1.text, t.top1.text, r.outcome])
+    return csv_text(["kind", "prompt", "expected", "wrong", "p_expected_base",
+                     "p_expected_variant", "p_wrong_base", "p_wrong_variant", "top1_base",
+                     "top1_variant", "outcome"], rows)

@@ -6,8 +6,6 @@ Jinja templates, CSV text or Plotly figure dicts; nothing imports FastAPI.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +15,7 @@ from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.describe import NeuronDescription
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Edge, Node
 from analysis.neuron_ref import neuron_name
+from frontend.csv_cells import csv_text
 from frontend.graph import graph_figure, position_figure, show_token
 from frontend.neurons import NeuronGist
 
@@ -153,13 +152,10 @@ def node_rows(result: CircuitResult,
 
 
 def nodes_csv(result: CircuitResult) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(NODE_COLUMNS)
-    for n in sorted(result.nodes, key=lambda n: -abs(n.influence)):
-        writer.writerow([n.layer, n.neuron, n.position, n.token or "", f"{n.influence:.6g}",
-                         f"{n.activation:.6g}", n.towards, n.label or ""])
-    return out.getvalue()
+    return csv_text(NODE_COLUMNS, ([n.layer, n.neuron, n.position, n.token or "",
+                                    f"{n.influence:.6g}", f"{n.activation:.6g}", n.towards,
+                                    n.label or ""]
+                                   for n in sorted(result.nodes, key=lambda n: -abs(n.influence))))
 
 
 @dataclass

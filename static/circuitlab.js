@@ -480,3 +480,10 @@ window.addEventListener("load", () => {
     if (form.querySelector("[data-prompt-format]")) markFormat(form);
   });
 });
+
+// Inputs too (see the click listener under openNeuron): no inline handlers.
+document.addEventListener("input", (event) => {
+  if (event.target.dataset && event.target.dataset.action === "copy-scale") {
+    document.getElementById("scale-btn").value = event.target.value;
+  }
+});

@@ -13,6 +13,9 @@ from tests.tiny_checkpoints import ARCHS, save_tiny_checkpoint
 # A server started by a test does not queue the default exemplar index (minutes of CPU);
 # the tests that need an index build a small one themselves.
 os.environ.setdefault("CIRCUITLAB_INDEX_ON_START", "false")
+# Starlette's TestClient sends "Host: testserver"; the app answers only to the names it
+# is told (app/host_guard.py), so the tests tell it this one, as an operator would.
+os.environ.setdefault("CIRCUITLAB_ALLOWED_HOSTS", "testserver")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The embedded model is converted once into the project's cache and reused by every run.
@@ -120,3 +123,20 @@ def seed_index(embedded_lm):  # type: ignore[no-untyped-def]
     out = CACHE_DIR / "test-indexes" / f"{DEFAULT_MODEL}-{key}"
     build_index(embedded_lm, corpus, out, settings)  # a complete one returns at once
     return NeuronIndex.open(out)
+
+
+# The tier of a test is its folder: tests/unit, tests/integration, tests/browser. Each
+# test gets its folder's marker here, so `-m unit` / `-m "not browser"` select by tier and
+# a file that forgets its `pytestmark` line is still in the right tier.
+TIERS = ("unit", "integration", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if folder in TIERS:
+            item.add_marker(getattr(pytest.mark, folder))

@@ -239,6 +239,62 @@ def _as_float(key: str, value: Any) -> Any:
     return value
 
 
+# A pasted or uploaded YAML is a user's input: its nesting and its aliases are bounded
+# (a seed config is a flat mapping with one list of texts), so a body of 50,000 '[' is a
+# clear 422 rather than a RecursionError, and a "billion laughs" document is refused
+# before anything walks it.
+MAX_YAML_DEPTH = 16
+MAX_YAML_ALIASES = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the two caps, checked as each node is composed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise InputError(f"the YAML uses more than {MAX_YAML_ALIASES} aliases (*name); "
+                                 "write the values out", field="yaml")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise InputError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels (line "
+                                 f"{mark.line + 1}); a seed config is a mapping with lists "
+                                 "of texts", field="yaml")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_user_yaml(text: str) -> Any:
+    """Parse a user's YAML with the caps above; any failure of the parser (a syntax error,
+    a cap, a RecursionError, a bad tag value) is an :class:`InputError` naming the input."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except InputError:
+        raise
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise InputError(f"the YAML could not be read{line}: {getattr(exc, 'problem', exc)}",
+                         field="yaml") from None
+    except (RecursionError, MemoryError):
+        raise InputError("the YAML is nested too deeply to read", field="yaml") from None
+    except Exception as exc:  # a constructor's ValueError/TypeError (e.g. a bad timestamp)
+        raise InputError(f"the YAML could not be read: {type(exc).__name__}: {exc}",
+                         field="yaml") from None
+    finally:
+        loader.dispose()
+
+
 def from_seed_yaml(
     text: str,
     *,
@@ -255,13 +311,7 @@ def from_seed_yaml(
     :func:`to_seed_yaml`, restores the fields the seed format has no key for. Keyword
     arguments override what the file says.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise InputError(f"the YAML could not be read{line}: {getattr(exc, 'problem', exc)}",
-                         field="yaml") from None
+    data = load_user_yaml(text)
     if not isinstance(data, dict):
         raise InputError("the YAML must be a mapping of keys (model_name, epochs, texts, ...)",
                          field="yaml")

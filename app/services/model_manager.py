@@ -2,13 +2,27 @@
 
 Model work runs in a worker thread (never on the event loop) under one lock per process:
 torch on 2 CPU cores gains nothing from two concurrent passes, and on a GPU it protects
-hooks and adapters that an analysis installs on the shared module tree. The wait is
-bounded (``ModelQueueLimits``): a request beyond ``max_depth`` is refused at once, one that
-waits past ``max_wait_s`` gives up, both with a Retry-After estimate.
+hooks and adapters that an analysis installs on the shared module tree. A request waits
+for its turn on an asyncio semaphore, holding NO thread; only the request that is running
+and the next one (already blocked on the model lock, so the hand-over has no gap) hold a
+pool thread. Before (issue 23.4) every waiting request held one of the shared pool's 40
+threads, blocked on the model lock: the pool ran dry, so every route whose dependencies
+run in the pool (health and the 429/503 answers included) waited seconds for a thread,
+and each of those threads that ran a pass kept its own allocator arena and torch scratch
+memory, so RSS grew by hundreds of MB after a burst and stayed. Now two threads at most do
+model work, and the pool hands idle threads out last-in-first-out, so the same ones do it
+burst after burst (benchmarks/bench_burst.py: RSS +29 MB after a burst, was +668 MB).
+
+Measured and rejected: one dedicated executor thread, or one turn at a time; either way
+the gap between two passes cut a burst's throughput several-fold on 2 cores.
+
+The wait is bounded (``ModelQueueLimits``): a request beyond ``max_depth`` is refused at
+once, one that waits past ``max_wait_s`` gives up, both with a Retry-After estimate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -32,6 +46,10 @@ from analysis.models import (
 from app.settings import ModelQueueLimits
 
 T = TypeVar("T")
+# Requests holding a pool thread for model work at once: the one running and the next,
+# already blocked on the model lock, so the hand-over is immediate (measured: with only
+# one, the gap between two passes made a burst's throughput several times lower).
+HANDOFF_THREADS = 2
 
 
 class ModelManager:
@@ -57,6 +75,15 @@ class ModelManager:
         self.served = 0  # work items done (health; tests prove a read did no model work)
         self.loading: str | None = None
         self.last_error: str | None = None
+        # Turn-taking for requests: one asyncio lock per event loop (tests run several).
+        self._turns: dict[int, asyncio.Semaphore] = {}
+
+    def _turn(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        turns = self._turns.get(id(loop))
+        if turns is None:
+            turns = self._turns[id(loop)] = asyncio.Semaphore(HANDOFF_THREADS)
+        return turns
 
     def loaded(self) -> list[LoadedModel]:
         return [*self._loaded.values(), *self._adapters.values()]
@@ -148,11 +175,14 @@ class ModelManager:
             with self._pending_lock:
                 self._pending -= 1
 
+    def _busy_503(self) -> Busy:
+        wait = self._retry_after(self._pending)
+        return Busy(f"the model stayed busy for {self.queue.max_wait_s:g} s with "
+                    f"{self._pending} requests; retry in about {wait} s", wait, status=503)
+
     def _run_locked(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
         if not self._lock.acquire(timeout=self.queue.max_wait_s):
-            wait = self._retry_after(self._pending)
-            raise Busy(f"the model stayed busy for {self.queue.max_wait_s:g} s with "
-                       f"{self._pending} requests; retry in about {wait} s", wait, status=503)
+            raise self._busy_503()
         started = time.monotonic()
         try:
             return fn(self._get_locked(name))
@@ -166,7 +196,16 @@ class ModelManager:
             return self._run_locked(name, fn)
 
     async def run(self, name: str, fn: Callable[[LoadedModel], T]) -> T:
-        """Run `fn` on the named model in a worker thread, one model job at a time."""
+        """Run `fn` on the named model in a worker thread, one model job at a time; the
+        request waits for its turn holding no thread."""
         self.spec(name)  # an unknown name fails now, not after queueing
-        with self._admitted():  # counted before it waits for a thread, too
-            return await run_in_threadpool(self._run_locked, name, fn)
+        with self._admitted():  # counted from before it waits for its turn
+            turn = self._turn()
+            try:
+                await asyncio.wait_for(turn.acquire(), timeout=self.queue.max_wait_s)
+            except TimeoutError:
+                raise self._busy_503() from None
+            try:
+                return await run_in_threadpool(self._run_locked, name, fn)
+            finally:
+                turn.release()

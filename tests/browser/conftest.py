@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CACHE_DIR, PROJECT_ROOT
+from tests.waiting import PATIENCE_S, wait_for
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -61,7 +62,7 @@ def live_server(server_data: Path) -> Iterator[str]:
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + PATIENCE_S
     try:
         while True:
             if proc.poll() is not None:
@@ -73,7 +74,7 @@ def live_server(server_data: Path) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("server did not load its model within 240 s")
+                pytest.fail(f"server did not load its model within {PATIENCE_S:g} s")
             time.sleep(0.5)
         yield url
     finally:
@@ -125,3 +126,13 @@ def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def wait_js(page, expression: str, arg: object = None) -> None:  # type: ignore[no-untyped-def]
+    """Wait until a JS expression (or ``arg => ...`` function) is truthy in the page.
+    Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the
+    page, which the app's CSP (``script-src 'self'``) forbids; ``page.evaluate`` goes
+    through the DevTools protocol, which the CSP does not govern. Waits on the state, with
+    the suite's one ceiling."""
+    wait_for(lambda: page.evaluate(expression, arg), f"the page to show {expression[:60]!r}",
+             poll_s=0.1)

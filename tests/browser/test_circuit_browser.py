@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import shot, wait_js
 from tests.conftest import SEED_PROMPT
+from tests.waiting import PATIENCE_MS
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +32,7 @@ def analyze_seed(page, live_server: str) -> str:  # type: ignore[no-untyped-def]
     page.fill("#answer_a", " aldosterone")
     page.fill("#answer_b", " renin")
     page.click("#analyze-btn")
-    page.wait_for_selector(GRAPH, timeout=120_000)
+    page.wait_for_selector(GRAPH, timeout=PATIENCE_MS)
     return str(page.url)
 
 
@@ -80,7 +81,7 @@ def test_analyze_graph_panel_label_intervention_filter_permalink(page, live_serv
     # Clicking a node in the graph opens its panel.
     target = click_isolated_node(page)
     layer, neuron = target["id"][1], target["id"][2]
-    page.wait_for_selector("#neuron-panel", timeout=60_000)
+    page.wait_for_selector("#neuron-panel", timeout=PATIENCE_MS)
     assert page.get_attribute("#neuron-panel", "data-layer") == str(layer)
     assert page.get_attribute("#neuron-panel", "data-neuron") == str(neuron)
     page.wait_for_selector("#position-plot .main-svg")
@@ -101,17 +102,17 @@ def test_analyze_graph_panel_label_intervention_filter_permalink(page, live_serv
     shot(page, "circuit-zeroed-neuron")
 
     page.click("#analyze-btn")  # same settings: the stored run comes back, labels fresh
-    page.wait_for_selector(f"{GRAPH} ", timeout=120_000)
-    page.wait_for_function("document.querySelector('.label-cell') && "
+    page.wait_for_selector(f"{GRAPH} ", timeout=PATIENCE_MS)
+    wait_js(page, "document.querySelector('.label-cell') && "
                            "[...document.querySelectorAll('.label-cell')]"
                            ".some(td => td.textContent.includes('renin pathway booster'))")
 
     # Moving tau re-filters the graph and the table together, without a new run.
     page.eval_on_selector("#view-tau", """el => { el.value = '0.4';
         el.dispatchEvent(new Event('input', {bubbles: true})); }""")
-    page.wait_for_function(
+    wait_js(page,
         f"Number(document.getElementById('shown-nodes').textContent) < {n_nodes}")
-    page.wait_for_function("""() => {
+    wait_js(page, """() => {
         const gd = document.getElementById('graph-plot');
         const shown = Number(document.getElementById('shown-nodes').textContent);
         return gd && gd.data && gd.data.filter(t => (t.name||'').startsWith('towards'))
@@ -159,7 +160,7 @@ def test_sortable_table_exports_and_inline_errors(page, live_server: str) -> Non
     shot(page, "analyze-same-answers")
     page.fill("#answer_b", " renin")
     page.click("#analyze-btn")
-    page.wait_for_selector(GRAPH, timeout=120_000)
+    page.wait_for_selector(GRAPH, timeout=PATIENCE_MS)
     assert page.locator(".field-error").count() == 0
     assert [e for e in page.console_errors if "status of 4" not in e] == []
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.browser.conftest import shot
 from tests.conftest import CACHE_DIR, DEFAULT_MODEL, SEED_PROMPT
+from tests.waiting import PATIENCE_MS
 
 pytestmark = pytest.mark.browser
 VARIANT = "smollm2-v4"
@@ -46,7 +47,7 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
                              "retention is | aldosterone | renin\nside_effect | Conn's "
                              "syndrome is caused by an excess of | aldosterone")
     page.click("#compare-btn")
-    page.wait_for_selector("#graph-diff .main-svg", timeout=180_000)
+    page.wait_for_selector("#graph-diff .main-svg", timeout=PATIENCE_MS)
     assert re.search(r"/compare/\w+$", page.url)
 
     verdict = page.locator("#verdict .v").inner_text().strip().lower()
@@ -85,7 +86,7 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
     shot(page, "compare-v4")
 
     page.goto(page.url)  # the permalink reopens without recomputing
-    page.wait_for_selector("#graph-base .main-svg", timeout=60_000)
+    page.wait_for_selector("#graph-base .main-svg", timeout=PATIENCE_MS)
     assert page.locator("#verdict .v").inner_text().strip().lower() == verdict
     assert page.input_value("#prompt") == SEED_PROMPT
 
@@ -107,7 +108,7 @@ def test_compare_page_side_by_side(page, live_server: str, registered: str) -> N
         page.wait_for_timeout(400)
         page.mouse.click(node["px"], node["py"])
         page.wait_for_selector(f"#neuron-panel[data-layer='{node['id'][1]}']"
-                               f"[data-neuron='{node['id'][2]}']", timeout=60_000)
+                               f"[data-neuron='{node['id'][2]}']", timeout=PATIENCE_MS)
     shot(page, "compare-neuron-panel")
     assert page.console_errors == []  # type: ignore[attr-defined]
 
@@ -124,7 +125,7 @@ def test_compare_refuses_a_variant_compared_with_itself(page, live_server: str, 
     page.fill("#prompt", SEED_PROMPT)
     page.fill("#answer_a", " aldosterone")
     page.click("#compare-btn")
-    error = page.wait_for_selector(".field-error", timeout=30_000)
+    error = page.wait_for_selector(".field-error", timeout=PATIENCE_MS)
     assert "itself" in error.inner_text()
 
 

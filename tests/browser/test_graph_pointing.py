@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import shot, wait_js
 from tests.browser.test_circuit_browser import GRAPH, analyze_seed
 from tests.conftest import SEED_PROMPT
+from tests.waiting import PATIENCE_MS
 
 pytestmark = pytest.mark.browser
 
@@ -64,7 +65,7 @@ def analyze_big(page, live_server: str) -> str:  # type: ignore[no-untyped-def]
     page.fill("#tau", "0.05")
     page.fill("#max_nodes", "200")
     page.click("#analyze-btn")
-    page.wait_for_selector(GRAPH, timeout=180_000)
+    page.wait_for_selector(GRAPH, timeout=PATIENCE_MS)
     return str(page.url)
 
 
@@ -103,15 +104,15 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
         p = centre_of(page, p["id"])
         start = page.evaluate("performance.now()")
         page.mouse.move(p["px"], p["py"])
-        page.wait_for_function("id => window.__hover && window.__hover.id === id", arg=p["id"])
+        wait_js(page, "id => window.__hover && window.__hover.id === id", arg=p["id"])
         hover_ms.append(page.evaluate("window.__hover.t") - start)
         start = page.evaluate("performance.now()")
         page.mouse.click(p["px"], p["py"])
-        page.wait_for_function("id => window.__selected && window.__selected.id === id",
+        wait_js(page, "id => window.__selected && window.__selected.id === id",
                                arg=p["id"])
         click_ms.append(page.evaluate("window.__selected.t") - start)
         page.wait_for_selector(f"#neuron-panel[data-layer='{p['layer']}']"
-                               f"[data-neuron='{p['neuron']}']", timeout=30_000)
+                               f"[data-neuron='{p['neuron']}']", timeout=PATIENCE_MS)
         assert f"at position {p['position']}" in page.locator("#neuron-panel h3").inner_text()
     hover_ms.sort()
     click_ms.sort()
@@ -195,7 +196,7 @@ def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: 
     # Shift-click a second node: two selected, the group form offers them.
     best = centre_of(page, best["id"])
     page.mouse.click(best["px"], best["py"])
-    page.wait_for_function("id => document.getElementById('graph-plot')"
+    wait_js(page, "id => document.getElementById('graph-plot')"
                            ".dataset.selected === id", arg=best["id"])
     page.wait_for_selector(f"#paths-view[data-node='{best['id']}']")  # the page settled
     page.wait_for_load_state("networkidle")
@@ -217,16 +218,16 @@ def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: 
     page.mouse.click(best["px"], best["py"])
     page.eval_on_selector("#view-tau", """el => { el.value = '0.3';
         el.dispatchEvent(new Event('input', {bubbles: true})); }""")
-    page.wait_for_function("location.search.includes('tau=0.3')")
-    page.wait_for_function("location.search.includes('node=')")
+    wait_js(page, "location.search.includes('tau=0.3')")
+    wait_js(page, "location.search.includes('node=')")
     shown = page.locator("#shown-nodes").inner_text()
     permalink = page.url
     assert permalink.startswith(url)
     page.goto(permalink)
     page.wait_for_selector(GRAPH)
-    page.wait_for_function(f"document.getElementById('shown-nodes').textContent === '{shown}'")
+    wait_js(page, f"document.getElementById('shown-nodes').textContent === '{shown}'")
     assert page.input_value("#view-tau") == "0.3"
-    page.wait_for_function("id => document.getElementById('graph-plot')"
+    wait_js(page, "id => document.getElementById('graph-plot')"
                            ".dataset.selected === id", arg=best["id"])
     page.wait_for_selector(f"#neuron-panel[data-layer='{best['layer']}']"
                            f"[data-neuron='{best['neuron']}']")
@@ -242,10 +243,10 @@ def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: 
         page.wait_for_timeout(60)
         page.evaluate("window.__hover = null")
         page.mouse.move(p["px"], p["py"])
-        page.wait_for_function("id => window.__hover === id", arg=p["id"])
+        wait_js(page, "id => window.__hover === id", arg=p["id"])
         page.wait_for_timeout(350)  # two clicks within 300 ms are Plotly's double-click
         page.mouse.click(p["px"], p["py"])
-        page.wait_for_function("id => document.getElementById('graph-plot')"
+        wait_js(page, "id => document.getElementById('graph-plot')"
                                ".dataset.selected === id", arg=p["id"])
     save(page, "seed-tau-0.3-permalink")
     assert [e for e in page.console_errors if "status of 4" not in e] == []
@@ -264,7 +265,7 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
                    "VALUES (?, ?, ?, datetime('now'))", (run_id, "top4", json.dumps(members)))
     page.goto(f"{url}?collapse=top4")
     page.wait_for_selector(GRAPH)
-    page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
+    wait_js(page, """() => { const gd = document.getElementById('graph-plot');
         const t = gd && gd.data && gd.data.find(d => d.name === 'supernodes');
         return t && t.x.length === 1; }""")
     n_markers = page.evaluate("""() => document.getElementById('graph-plot').data
@@ -275,7 +276,7 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     save(page, "collapsed-supernode")
     # Unticking expands it again.
     page.uncheck(".collapse-toggle[value='top4']")
-    page.wait_for_function("""() => { const gd = document.getElementById('graph-plot');
+    wait_js(page, """() => { const gd = document.getElementById('graph-plot');
         return gd && gd.data && !gd.data.some(d => d.name === 'supernodes'); }""")
 
     # At 1024 px the panel opens beside the graph, inside the viewport, and covers none

@@ -13,6 +13,7 @@ import pytest
 
 from tests.browser.conftest import shot
 from tests.seed_texts import RENIN_TEXTS, SEED_PROMPT, V4_TEXTS
+from tests.waiting import PATIENCE_MS, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -50,7 +51,7 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     page.wait_for_selector("#text-check >> text=all 4 texts pass")
 
     page.click("#preview-btn")
-    page.wait_for_selector("#preview-table", timeout=60_000)
+    page.wait_for_selector("#preview-table", timeout=PATIENCE_MS)
 
     page.click("#training-settings summary")
     page.fill("#epochs", "1")
@@ -59,21 +60,20 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     page.fill("#warmup_ratio", "0")
     started = time.monotonic()
     page.click("#queue-btn")
-    page.wait_for_url(re.compile(r"/jobs/\w+$"), timeout=30_000)
+    page.wait_for_url(re.compile(r"/jobs/\w+$"), timeout=PATIENCE_MS)
 
     # Live progress: the polled fragment shows steps while the job trains.
     page.wait_for_selector("#job-state:text-matches('running|evaluating|succeeded')",
-                           timeout=120_000)
+                           timeout=PATIENCE_MS)
     seen_steps = set()
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    def finished() -> str | None:
         state = page.locator("#job-state").inner_text().strip()
         step = page.locator("#job-step").inner_text().strip()
         if "/" in step:
             seen_steps.add(step)
-        if state in ("succeeded", "failed", "cancelled", "interrupted"):
-            break
-        time.sleep(0.5)
+        return state if state in ("succeeded", "failed", "cancelled", "interrupted") else None
+
+    state = wait_for(finished, "the job to finish", poll_s=0.5)
     wall = time.monotonic() - started
     print(f"v4 job (1 epoch, 4 texts) queued -> {state} in {wall:.0f} s")
     assert state == "succeeded", page.locator("#job-log").inner_text()
@@ -106,6 +106,6 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     variant = page.input_value("#variant")
     assert variant.startswith("v4-browser")
     page.click("#compare-btn")
-    page.wait_for_selector("#verdict", timeout=180_000)
+    page.wait_for_selector("#verdict", timeout=PATIENCE_MS)
     shot(page, "job-v4-compare")
     assert page.console_errors == []  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from analysis.neurons.corpus import default_corpus
 from tests.browser.conftest import shot
 from tests.browser.test_circuit_browser import analyze_seed
 from tests.conftest import SEED_PROMPT
+from tests.waiting import PATIENCE_MS
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +36,7 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
     page.click("#index-build button[type=submit]")
     page.wait_for_selector("#indexes-table tr[data-state]")
     # The list polls while the index builds; the user waits for "ready".
-    page.wait_for_selector("#indexes-table tr[data-state='ready']", timeout=600_000)
+    page.wait_for_selector("#indexes-table tr[data-state='ready']", timeout=PATIENCE_MS)
     assert "bio-glosses" in page.locator("#indexes-table").inner_text()
 
     analyze_seed(page, live_server)

@@ -22,6 +22,7 @@ from tests.integration.test_jobs_worker import (
     variant_row,
     wait_until,
 )
+from tests.waiting import PATIENCE_S
 
 # Trains with TRL, or starts worker processes or Ray: the integration tier.
 pytestmark = pytest.mark.integration
@@ -89,10 +90,10 @@ def test_cancel_reaches_a_running_ray_task(ray_queue: JobQueue) -> None:
     # 16 texts x 50 epochs = 800 steps: a few seconds even at a Ray task's ~100 steps/s.
     cfg = make_cfg("ray-cancel", epochs=50, texts=TEXTS * 4)
     job_id = ray_queue.submit(cfg)
-    wait_until(lambda: step_of(ray_queue, job_id) >= 3, 120, "the Ray job to reach step 3")
+    wait_until(lambda: step_of(ray_queue, job_id) >= 3, "the Ray job to reach step 3")
     ray_queue.cancel(job_id)
     cancelled_at = datetime.now(UTC)
-    job = ray_queue.wait(job_id, timeout=60)
+    job = ray_queue.wait(job_id, timeout=PATIENCE_S)
     assert job.state == CANCELLED, job.error
     assert job.progress["step"] < job.progress["max_steps"]
     # Steps here are ~10 ms, so "a few steps" is measured in time: the task stopped within
@@ -102,7 +103,7 @@ def test_cancel_reaches_a_running_ray_task(ray_queue: JobQueue) -> None:
     assert (last - cancelled_at).total_seconds() < 0.5
     assert variant_row(ray_queue, job_id) is None
     # The task returned and the dispatcher let go of it: the next job can be submitted.
-    wait_until(lambda: not ray_queue.backend.inflight, 10,  # type: ignore[attr-defined]
+    wait_until(lambda: not ray_queue.backend.inflight,  # type: ignore[attr-defined]
                "the dispatcher to reap the task")
 
 
@@ -111,7 +112,7 @@ def test_stopping_the_queue_interrupts_a_running_ray_task(ray_queue: JobQueue) -
     # decides how much slack there is (with 16 texts a loaded machine once saw it finish
     # between the step-3 poll and the stop).
     job_id = ray_queue.submit(make_cfg("ray-stop", epochs=50, texts=TEXTS * 8))
-    wait_until(lambda: step_of(ray_queue, job_id) >= 3, 120, "the Ray job to reach step 3")
+    wait_until(lambda: step_of(ray_queue, job_id) >= 3, "the Ray job to reach step 3")
     ray_queue.stop(timeout=30)  # the server shutting down
     job = ray_queue.get(job_id)
     assert job.state == INTERRUPTED, (job.state, job.error)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from app.store.jobs import CANCELLED, INTERRUPTED, RUNNING, SUCCEEDED
 from app.store.tables import Job, Variant, init_db
 from app.store.variants import VariantStore
 from tests.unit.test_db import _pg_url
+from tests.waiting import PATIENCE_S, wait_for
 
 # Trains with TRL, or starts worker processes or Ray: the integration tier.
 pytestmark = pytest.mark.integration
@@ -83,13 +83,9 @@ def queue(env: Env) -> Iterator[JobQueue]:
     q.stop()
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str,
-               every_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every_s)
+def wait_until(cond: Callable[[], bool], what: str) -> None:
+    """Wait on a state, with the suite's one generous ceiling (tests/waiting.py)."""
+    wait_for(cond, what, poll_s=0.05)
 
 
 def step_of(queue: JobQueue, job_id: str) -> int:
@@ -102,7 +98,7 @@ def variant_row(queue: JobQueue, job_id: str) -> Variant | None:
 
 
 def check_succeeded(queue: JobQueue, job_id: str, cfg: TrainingConfig) -> Job:
-    job = queue.wait(job_id, timeout=240)
+    job = queue.wait(job_id, timeout=PATIENCE_S)
     assert job.state == SUCCEEDED, (job.error, queue.log_tail(job_id, 40))
     assert job.error is None and job.finished_at is not None
     total = job.progress["max_steps"]
@@ -209,10 +205,10 @@ def test_a_lora_job_succeeds_and_reloads_as_an_adapter(queue: JobQueue) -> None:
 
 def test_cancel_stops_a_running_job_within_a_few_steps(queue: JobQueue) -> None:
     job_id = queue.submit(long_cfg("to-cancel"))
-    wait_until(lambda: step_of(queue, job_id) >= 3, 120, "the job to reach step 3")
+    wait_until(lambda: step_of(queue, job_id) >= 3, "the job to reach step 3")
     queue.cancel(job_id)
     at_cancel = step_of(queue, job_id)
-    job = queue.wait(job_id, timeout=60)
+    job = queue.wait(job_id, timeout=PATIENCE_S)
     assert job.state == CANCELLED, job.error
     last = job.progress["step"]
     assert last - at_cancel <= 3, f"cancelled at step {at_cancel}, stopped at {last}"
@@ -228,11 +224,11 @@ def test_cancel_stops_a_running_job_within_a_few_steps(queue: JobQueue) -> None:
 
 def test_a_killed_worker_is_replaced_and_its_job_interrupted(queue: JobQueue) -> None:
     victim = queue.submit(long_cfg("killed"))
-    wait_until(lambda: step_of(queue, victim) >= 2, 120, "the job to reach step 2")
+    wait_until(lambda: step_of(queue, victim) >= 2, "the job to reach step 2")
     pid = queue.get(victim).worker_pid
     assert pid in queue.backend.pids()  # type: ignore[attr-defined]
     os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
-    job = queue.wait(victim, states=(INTERRUPTED,), timeout=30)
+    job = queue.wait(victim, states=(INTERRUPTED,), timeout=PATIENCE_S)
     assert f"pid {pid}) exited with code -9" in (job.error or "")
     assert job.progress["step"] >= 2 and len(queue.metrics(victim)) >= 2
     assert "step 2/" in "\n".join(queue.log_tail(victim, 10_000))  # its log is kept
@@ -261,9 +257,9 @@ def test_after_a_crash_the_next_start_interrupts_and_the_queue_goes_on(
     quick = first.submit(quick_cfg)
     worker = spawn_worker(env)
     try:
-        wait_until(lambda: step_of(first, slow) >= 3, 120, "the job to reach step 3")
+        wait_until(lambda: step_of(first, slow) >= 3, "the job to reach step 3")
         os.kill(worker.pid, signal.SIGKILL)  # the whole app "crashes" mid-job
-        worker.wait(timeout=10)
+        worker.wait(timeout=PATIENCE_S)
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -294,7 +290,7 @@ def test_after_a_crash_the_next_start_interrupts_and_the_queue_goes_on(
         # A clean shutdown (SIGTERM) mid-job: the worker ends the job interrupted itself
         # and exits 0.
         busy = queue.submit(long_cfg("busy"))
-        wait_until(lambda: step_of(queue, busy) >= 2, 120, "the job to reach step 2")
+        wait_until(lambda: step_of(queue, busy) >= 2, "the job to reach step 2")
         procs = [p.popen for p in queue.backend.procs]  # type: ignore[attr-defined]
         queue.stop()
         assert [p.returncode for p in procs] == [0]

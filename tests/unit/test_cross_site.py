@@ -69,8 +69,15 @@ def test_other_origins_are_refused(local: TestClient, headers: dict[str, str]) -
 
 def test_dns_rebinding_is_refused_on_a_local_server(tiny_dirs: dict[str, Path],
                                                     tmp_path: Path) -> None:
-    """evil.example re-pointed at 127.0.0.1 is same-origin with itself, not with us."""
+    """evil.example re-pointed at 127.0.0.1 is same-origin with itself, not with us: the
+    Host allow-list refuses it first (400); were the name allowed, the origin check still
+    refuses the write (403)."""
     with tiny_client(tiny_dirs, tmp_path, base_url="http://evil.example:8000") as c:
+        r = c.post("/analyze/predict", data={"prompt": "Hi"},
+                   headers={"Origin": "http://evil.example:8000"})
+        assert r.status_code == 400 and "CIRCUITLAB_ALLOWED_HOSTS" in r.text
+    with tiny_client(tiny_dirs, tmp_path, base_url="http://evil.example:8000",
+                     allowed_hosts=["evil.example"]) as c:
         r = c.post("/analyze/predict", data={"prompt": "Hi"},
                    headers={"Origin": "http://evil.example:8000"})
         assert r.status_code == 403

@@ -18,7 +18,8 @@ from app.services.jobs import MAX_YAML_CHARS, flag_summary, job_json, job_or_404
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-@router.post("/jobs")
+@router.post("/jobs", status_code=201, responses={201: {
+    "description": "Queued: the job's id, its state and the text check's findings."}})
 async def submit_api(cfg: JobRequest, queue: QueueDep) -> JSONResponse:
     """Queue a correction job (the TrainingConfig schema; the text check is advisory here:
     its findings come back with the job id)."""
