@@ -42,6 +42,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analysis.errors import CircuitlabError
+from app.errors import error_response
+from app.route_table import route_table
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -97,25 +99,6 @@ def route_needs_token(methods: set[str], endpoint: Any, protect_reads: bool) -> 
     if mark == "open":
         return False
     return mark == "computes" or protect_reads or bool(set(methods) - SAFE_METHODS)
-
-
-def route_table(app: Any) -> list[Any]:
-    """Every route as it is served, flat: FastAPI >= 0.16x keeps an included router as one
-    nested entry of ``app.routes``; each item has ``path_format``, ``methods``,
-    ``endpoint``, ``include_in_schema`` and ``original_route``."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: included routes are copied into app.routes
-        return [_Plain(r) for r in app.routes]
-    return list(iter_route_contexts(app.routes))
-
-
-class _Plain:
-    def __init__(self, route: Any) -> None:
-        self.original_route = route
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.original_route, name)
 
 
 def is_loopback_address(text: str) -> bool:
@@ -276,8 +259,6 @@ class AccessGate:
             await self.app(scope, receive, send)
             return
         from starlette.exceptions import HTTPException
-
-        from app.errors import error_response
 
         route = self.routes.find(scope)
         body: bytes | None = None

@@ -17,7 +17,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.access import SAFE_METHODS, route_needs_token, route_table
+from app.access import SAFE_METHODS, route_needs_token
+from app.route_table import route_table
 
 
 class ErrorDetail(BaseModel):

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analysis.errors import CircuitlabError
+from app.route_table import route_table
 
 log = logging.getLogger("circuitlab")
 
@@ -81,8 +82,6 @@ def _problem(err: dict[str, Any]) -> tuple[str, str]:
 def allowed_methods(app: Any, path: str) -> list[str]:
     """Every method some route serves on ``path``."""
     from starlette.routing import compile_path
-
-    from app.access import route_table
 
     exact: set[str] = set()
     templated: set[str] = set()

@@ -24,10 +24,10 @@ from app.access import (
     AccessSettings,
     binds_beyond_loopback,
     route_needs_token,
-    route_table,
     start_refusal,
 )
 from app.cli import cli
+from app.route_table import route_table
 from app.settings import Settings
 from tests.unit.access_apps import TOKEN, tiny_client
 
