@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from analysis.attribution.settings import CircuitSettings
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.errors import LimitExceeded
 
 FIT_PATH = Path(__file__).with_name("cost_fit.json")

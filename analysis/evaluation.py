@@ -13,10 +13,11 @@ The words, each declared once here:
   fine-tune that lifts " aldosterone" above " renin" while " sodium" takes the top is
   *improved*, not corrected.
 * **improved** / **worse** / **no change** (:data:`IMPROVED_RULE`) - m moved the right way
-  by more than :data:`MIN_DELTA_M` (the same constant as the circuit verdict's "no change").
+  by more than the band, :data:`MIN_DELTA_M` by default (the circuit verdict's
+  ``min_delta_m``: one band for both).
 * **broken** - the expected answer was the top-1 before and is not after (side effects).
-* The circuit verdict ("pathway removed" / "compensated", ``analysis.comparison.verdict``)
-  is about *why*, and never uses these words.
+* The circuit verdict ("pathway removed", "pathway weakened", "compensated", "diffuse",
+  ``analysis.comparison.verdict``) is about *why*, and never uses these words.
 """
 
 from __future__ import annotations

@@ -352,7 +352,7 @@ def patch(
     Runs on models NDIF hosts too."""
     from pydantic import TypeAdapter, ValidationError
 
-    from analysis.comparison.patching import LayerShare
+    from analysis.comparison.layer_patching import LayerShare
     from app.schemas import PatchingBody
     from app.services import build_services
     from app.services.compare import run_patching

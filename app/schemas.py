@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from analysis.attribution.settings import CircuitSettings
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.comparison import MAX_PROMPT_SET, CompareThresholds, PromptSetItem
 from analysis.correction.config import CorrectionTarget, TrainingConfig
 from analysis.correction.drafts import MAX_DRAFTS

@@ -35,7 +35,7 @@ from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
 from app.access import AccessSettings, binds_beyond_loopback
 from app.body_limit import BodyLimits
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -66,7 +66,7 @@ GIST_CONTEXT_CHARS = 18
 
 def neuron_gist(reader: Any, layer: int, neuron: int, stored: dict[str, str],
                 always_on: bool) -> NeuronGist:
-    from analysis.neurons.describe import data_description
+    from analysis.neurons.data_description import data_description
 
     top = reader.exemplars(layer, neuron, 1)
     e = top[0] if top else None
@@ -108,7 +108,7 @@ def neuron_meaning(reader: Any, row: Any, layer: int, neuron: int, *,
     """What one neuron responds to, from an opened index (``row`` is its database row).
     The description shown is the human label if there is one, else an LLM description if
     the operator made one, else the data-only description from the exemplars."""
-    from analysis.neurons.describe import data_description
+    from analysis.neurons.data_description import data_description
 
     exemplars = reader.exemplars(layer, neuron, k)
     stats = reader.stats(layer, neuron)

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from analysis.attribution.always_on import AlwaysOnNeuron
-from analysis.attribution.describe import NeuronDescription
+from analysis.attribution.logit_lens import NeuronDescription
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Edge, Node
 from analysis.neuron_ref import neuron_name
 from frontend.csv_cells import csv_text

@@ -54,10 +54,11 @@ from analysis.attribution.adapters import (
     register_adapter,
     supported_model_types,
 )
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.attribution.core import METHODS, Attribution, attribute
-from analysis.attribution.describe import NeuronDescription, describe_neuron, logit_lens
 from analysis.attribution.edges import EdgeMatrix, compute_edges, edge_matrix
 from analysis.attribution.export import to_circuit_tracer
+from analysis.attribution.logit_lens import NeuronDescription, describe_neuron, logit_lens
 from analysis.attribution.patching import (
     InterventionResult,
     NeuronEdit,
@@ -81,7 +82,6 @@ from analysis.attribution.results import (
     TokenScore,
     cache_key,
 )
-from analysis.attribution.settings import CircuitSettings
 
 __all__ = [
     "METHODS",

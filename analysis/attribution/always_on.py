@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field
 
 from analysis.neuron_ref import neuron_name
 
-# The index's rule (analysis/neurons/always_on.py) uses the same factor and share.
-from analysis.neurons.always_on import DENSE_FRACTION as EVERY_TOKEN_SHARE
-from analysis.neurons.always_on import FIRST_POSITION_FACTOR
+# The index's rule (analysis/neurons/always_on_counts.py) uses the same factor and share.
+from analysis.neurons.always_on_counts import DENSE_FRACTION as EVERY_TOKEN_SHARE
+from analysis.neurons.always_on_counts import FIRST_POSITION_FACTOR
 
 FIRST_POSITION_ISOLATION = 10.0
 EVERY_TOKEN_FACTOR = 50.0

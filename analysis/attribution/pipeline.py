@@ -14,12 +14,12 @@ from analysis.attribution.always_on import (
     detect_always_on,
     masked_influence,
 )
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.attribution.core import Attribution, attribute, decode_tokens
 from analysis.attribution.edges import compute_edges
 from analysis.attribution.patching import faithfulness as measure_faithfulness
 from analysis.attribution.prune import neuron_totals, prune
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Timing, TokenInfo, cache_key
-from analysis.attribution.settings import CircuitSettings
 
 
 def run_circuit(

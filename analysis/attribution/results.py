@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
 from analysis.attribution.always_on import AlwaysOnNeuron
-from analysis.attribution.settings import CircuitSettings
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.neuron_ref import neuron_name, node_name
 
 SCHEMA_VERSION = 1

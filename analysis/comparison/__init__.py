@@ -3,13 +3,13 @@
 * :mod:`~analysis.comparison.verdict` - per-neuron categories and the verdict (pathway
   removed, compensated, no change, made worse) with its reasons and thresholds;
 * :mod:`~analysis.comparison.weights` - relative weight change per layer and module;
-* :mod:`~analysis.comparison.patching` - activation patching, variant into base, per layer;
+* :mod:`~analysis.comparison.layer_patching` - activation patching, variant into base, per layer;
 * :mod:`~analysis.comparison.request` - what a comparison is asked;
 * :mod:`~analysis.comparison.threshold` - the one threshold both graphs are cut at;
 * :mod:`~analysis.comparison.run` - the phased run (variant, then base) and its result.
 """
 
-from analysis.comparison.patching import LayerShare, layer_shares, record_layers
+from analysis.comparison.layer_patching import LayerShare, layer_shares, record_layers
 from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,

@@ -28,7 +28,7 @@ from analysis.analyze import CircuitLimits, analyze, prepare
 from analysis.attribution import Attribution, CircuitResult
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.prune import count_above, threshold
-from analysis.comparison.patching import LayerShare, layer_shares, record_layers
+from analysis.comparison.layer_patching import LayerShare, layer_shares, record_layers
 from analysis.comparison.request import (
     MAX_PROMPT_SET,
     CompareRequest,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.attribution.describe import check_neuron
+from analysis.attribution.logit_lens import check_neuron
 from analysis.errors import NotFound
-from analysis.neurons import always_on, store
+from analysis.neurons import always_on_counts, store
 from analysis.neurons.schema import Exemplar, IndexMeta, NeuronStats
 
 LEFT_TOKENS = 12
@@ -137,7 +137,7 @@ class NeuronIndex:
         scale = m.thresholds[layer]
         first_mean = float(a["first_sum"][layer, neuron]) / max(m.texts_done, 1)
         frac_large = int(a["n_large"][layer, neuron]) / count
-        dense, first = always_on.flags(np.array(a["n_large"][layer, neuron]),
+        dense, first = always_on_counts.flags(np.array(a["n_large"][layer, neuron]),
                                        np.array(a["first_sum"][layer, neuron]),
                                        np.array(scale), count, m.texts_done)
         return NeuronStats(
@@ -146,14 +146,14 @@ class NeuronIndex:
             frac_active=int(a["n_pos"][layer, neuron]) / count, threshold=scale,
             frac_large=frac_large, first_pos_mean=first_mean,
             always_on=bool(dense or first),
-            always_on_reason=always_on.reason(bool(dense), bool(first), frac_large,
+            always_on_reason=always_on_counts.reason(bool(dense), bool(first), frac_large,
                                               first_mean, scale))
 
     # --- whole model -----------------------------------------------------------------
     def always_on(self) -> set[tuple[int, int]]:
         if self._a is None:
             return set()
-        dense, first = always_on.flags(self._a["n_large"], self._a["first_sum"],
+        dense, first = always_on_counts.flags(self._a["n_large"], self._a["first_sum"],
                                        np.asarray(self.meta.thresholds),
                                        self.meta.tokens_done, self.meta.texts_done)
         layers, neurons = np.nonzero(dense | first)

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from analysis.neurons.describe import data_description
+from analysis.neurons.data_description import data_description
 from analysis.neurons.reader import NeuronIndex
 from analysis.neurons.schema import SearchHit
 

@@ -1,4 +1,4 @@
-"""The durable queue of SFT correction jobs (issue 6).
+"""The durable queue of jobs: SFT corrections and exemplar-index builds.
 
 * :mod:`app.store.jobs`  - job rows: states, atomic claim, progress, cancel, re-queue,
   crash recovery (SQLite and PostgreSQL);
@@ -7,13 +7,13 @@
 * :mod:`app.jobs.queue`  - :class:`JobQueue`, the one interface the app uses, over a
   backend (:mod:`app.jobs.backend`: the protocol and the small context a backend gets):
   :mod:`app.jobs.local_backend` (worker processes here) or :mod:`app.jobs.ray_backend`;
-* :mod:`app.jobs.settings` - :class:`JobSettings` (``Settings.jobs``).
+* :mod:`app.jobs.job_settings` - :class:`JobSettings` (``Settings.jobs``).
 
 Importing this package does not import Ray, trl or peft (only a backend or a job does).
 """
 
+from app.jobs.job_settings import JobSettings
 from app.jobs.queue import JobQueue, config_target_key, target_key
-from app.jobs.settings import JobSettings
 from app.store.jobs import ACTIVE, STATES, TERMINAL, JobNotFound, JobStateError, JobStore
 
 __all__ = [

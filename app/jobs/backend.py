@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from analysis.models import ModelSpec
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.store.jobs import JobStore
 from app.store.tables import Job
 

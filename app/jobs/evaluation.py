@@ -84,7 +84,7 @@ def circuit_verdict(cfg: Any, before: Any, after: Any, say: Callable[[str], None
     cut at the base's threshold); edges are left out to keep it to seconds. A failure here
     is recorded on the evaluation, never fails a job whose training succeeded."""
     from analysis.analyze import CircuitRequest
-    from analysis.attribution.settings import CircuitSettings
+    from analysis.attribution.circuit_settings import CircuitSettings
     from analysis.comparison import MAX_PROMPT_SET, CompareRequest, compare_loaded
 
     say("evaluation: the circuit verdict on the target (base vs variant)")

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from app.jobs.backend import BackendContext
+from app.jobs.job_settings import WorkerConfig
 from app.jobs.runner import VARIANTS_DIR
-from app.jobs.settings import WorkerConfig
 from app.store.jobs import pid_alive, this_host
 from app.store.tables import Job
 

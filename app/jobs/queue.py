@@ -37,9 +37,9 @@ from analysis.correction.config import TrainingConfig, validate_caps
 from analysis.errors import InputError
 from analysis.models import ModelSpec
 from app.jobs.backend import Backend, BackendContext
+from app.jobs.job_settings import JobSettings
 from app.jobs.local_backend import LocalBackend
 from app.jobs.runner import log_file, resolve_base, sessions_for
-from app.jobs.settings import JobSettings
 from app.store.jobs import ACTIVE, TERMINAL, JobNotFound, JobStore, MetricRow
 from app.store.tables import Job
 

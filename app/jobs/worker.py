@@ -24,8 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from app.jobs.job_settings import WorkerConfig
 from app.jobs.runner import run_job, sessions_for
-from app.jobs.settings import WorkerConfig
 from app.store.jobs import JobStore
 
 log = logging.getLogger("circuitlab.jobs.worker")

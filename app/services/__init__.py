@@ -1,5 +1,5 @@
 """What both kinds of route (JSON and HTML) and the CLI call: resident models, runs and
-labels, comparisons, jobs. No FastAPI request objects here.
+labels, comparisons, indexes, probes and drafts. No FastAPI request objects here.
 
 :func:`build_services` makes the shared objects once, for ``create_app`` and the CLI
 alike."""

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from analysis.analyze import CircuitRequest
 from analysis.attribution import CircuitResult
-from analysis.attribution.settings import CircuitSettings
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.comparison import (
     MAX_PROMPT_SET,
     CompareRequest,
@@ -30,7 +30,7 @@ from analysis.comparison import (
     variant_weights_dir,
     with_cut,
 )
-from analysis.comparison.patching import LayerShare, patch_from, record_source
+from analysis.comparison.layer_patching import LayerShare, patch_from, record_source
 from analysis.errors import InputError, NotFound, UnknownModel, input_error
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec

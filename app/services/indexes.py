@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.attribution.always_on import KnownAlwaysOn
-from analysis.attribution.describe import check_model_neuron, describe_neuron
+from analysis.attribution.logit_lens import check_model_neuron, describe_neuron
 from analysis.concepts import concept_candidates
 from analysis.errors import InputError, NotFound
 from analysis.llm_describe import describe_prompt, llm_describe
 from analysis.neuron_ref import neuron_name
 from analysis.neurons.corpus import corpus_from_bytes, default_corpus, load_corpus
-from analysis.neurons.describe import data_description
+from analysis.neurons.data_description import data_description
 from analysis.neurons.index import NeuronIndex as Reader
 from analysis.neurons.search import search as search_index
 from app.jobs.index_job import CORPORA_DIR, index_path

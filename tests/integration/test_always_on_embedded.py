@@ -5,7 +5,7 @@ They are flagged, left out of the circuit by default, and listed on the run page
 from __future__ import annotations
 
 from analysis.analyze import CircuitRequest, analyze
-from analysis.attribution.settings import CircuitSettings
+from analysis.attribution.circuit_settings import CircuitSettings
 from analysis.prompts import PromptSpec
 from tests.conftest import SEED_PROMPT
 

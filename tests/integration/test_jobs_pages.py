@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 from tests.seed_texts import RENIN_TEXTS, SEED_PROMPT, V4_TEXTS

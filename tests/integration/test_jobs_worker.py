@@ -20,7 +20,7 @@ from analysis.correction.config import CorrectionTarget, EvalItem, TrainingConfi
 from analysis.correction.evaluate import JobEvaluation
 from analysis.models import ModelSpec, load_model
 from app.jobs import JobQueue, JobSettings
-from app.jobs.settings import WorkerConfig
+from app.jobs.job_settings import WorkerConfig
 from app.store.jobs import CANCELLED, INTERRUPTED, RUNNING, SUCCEEDED
 from app.store.tables import Job, Variant, init_db
 from app.store.variants import VariantStore

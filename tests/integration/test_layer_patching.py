@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec, load_model
 from analysis.prompts import PromptSpec, format_prompt
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import CACHE_DIR, DEFAULT_MODEL, GEMMA, SEED_PROMPT

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from analysis.attribution import CircuitSettings, run_circuit
-from analysis.neurons.describe import data_description
+from analysis.neurons.data_description import data_description
 from analysis.neurons.index import NeuronIndex
 from analysis.neurons.search import search
 from tests.conftest import SEED_PROMPT

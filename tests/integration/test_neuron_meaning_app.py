@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from analysis.neurons.corpus import default_corpus
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import CACHE_DIR, SEED_PROMPT

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec
 from analysis.predict import Limits
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 

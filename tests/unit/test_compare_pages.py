@@ -18,7 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from analysis.models import ModelSpec
-from app.jobs.settings import JobSettings
+from app.jobs.job_settings import JobSettings
 from app.main import create_app
 from app.settings import Settings
 from tests.tiny_checkpoints import save_tiny_checkpoint

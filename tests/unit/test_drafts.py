@@ -90,7 +90,7 @@ def test_the_model_continues_a_fact_about_the_correct_answer() -> None:
 @pytest.fixture(scope="module")
 def client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
     from analysis.models import ModelSpec
-    from app.jobs.settings import JobSettings
+    from app.jobs.job_settings import JobSettings
     from app.main import create_app
     from app.settings import Settings
 

@@ -101,7 +101,7 @@ def test_a_contradiction_is_flagged_in_the_api_and_on_the_page(tiny_client_run) 
 @pytest.fixture(scope="module")
 def tiny_client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
     from analysis.models import ModelSpec
-    from app.jobs.settings import JobSettings
+    from app.jobs.job_settings import JobSettings
     from app.main import create_app
     from app.settings import Settings
 

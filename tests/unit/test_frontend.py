@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from analysis.attribution.describe import NeuronDescription
+from analysis.attribution.logit_lens import NeuronDescription
 from analysis.attribution.results import (
     CircuitResult,
     CircuitSettings,

@@ -13,7 +13,7 @@ import pytest
 
 from analysis.analyze import CircuitRequest, analyze, intervene_on_prompt
 from analysis.attribution import NeuronEdit
-from analysis.comparison.patching import patch_between
+from analysis.comparison.layer_patching import patch_between
 from analysis.errors import InputError
 from analysis.models import ModelSpec, load_model
 from analysis.predict import predict

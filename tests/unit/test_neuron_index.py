@@ -25,7 +25,7 @@ import torch
 from analysis.errors import InputError, LimitExceeded
 from analysis.models import LoadedModel, ModelSpec
 from analysis.neurons.corpus import Corpus, corpus_from_bytes, load_corpus
-from analysis.neurons.describe import data_description
+from analysis.neurons.data_description import data_description
 from analysis.neurons.index import (
     Cancelled,
     IndexSettings,

@@ -14,7 +14,7 @@ import torch
 from analysis.access import envoy, node_values, patched_last, traced
 from analysis.attribution import NeuronEdit, intervene
 from analysis.attribution.adapters import ArchAdapter, get_adapter
-from analysis.attribution.describe import neuron_activations
+from analysis.attribution.logit_lens import neuron_activations
 from tests.unit.tiny_models import ARCHS, build, random_ids
 
 

@@ -103,7 +103,7 @@ def test_each_status_agrees_with_the_numbers_beside_it(run) -> None:  # type: ig
 @pytest.fixture(scope="module")
 def client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
     from analysis.models import ModelSpec
-    from app.jobs.settings import JobSettings
+    from app.jobs.job_settings import JobSettings
     from app.main import create_app
     from app.settings import Settings
 

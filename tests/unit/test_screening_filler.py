@@ -142,7 +142,7 @@ def test_the_page_and_the_api_list_every_skip_with_its_reason(
 
     from fastapi.testclient import TestClient
 
-    from app.jobs.settings import JobSettings
+    from app.jobs.job_settings import JobSettings
     from app.main import create_app
     from app.settings import Settings
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from analysis.comparison.patching import LayerShare
+from analysis.comparison.layer_patching import LayerShare
 from app.deps import IndexesDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import CompareBody, PatchingBody
 from app.services.compare import (

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from analysis.analyze import describe
-from analysis.attribution.describe import check_model_neuron
+from analysis.attribution.logit_lens import check_model_neuron
 from analysis.errors import InputError, NotFound
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec

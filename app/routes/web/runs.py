@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from analysis.analyze import refilter
 from analysis.attribution import CircuitResult, NeuronEdit, intervene, to_circuit_tracer
-from analysis.attribution.describe import check_model_neuron, describe_neuron
+from analysis.attribution.logit_lens import check_model_neuron, describe_neuron
 from analysis.attribution.paths import MAX_K, top_paths
 from analysis.models import LoadedModel
 from app.access import computes
