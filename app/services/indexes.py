@@ -27,7 +27,7 @@ from app.jobs.index_job import CORPORA_DIR, index_path
 from app.services.effects import effects_for
 from app.store.indexes import BUILDING, QUEUED, READY, IndexStore
 from app.store.jobs import CANCELLED, FAILED, INTERRUPTED, JobNotFound
-from app.store.tables import NeuronIndex
+from app.store.tables import IndexRecord
 
 if TYPE_CHECKING:  # a type only: the queue's job runner reaches this module
     from app.jobs.queue import JobQueue
@@ -72,7 +72,7 @@ class IndexService:
     # -- builds --------------------------------------------------------------------------
 
     def build(self, model: str, revision: str, corpus: Any, ref: dict[str, Any],
-              settings: dict[str, Any] | None = None) -> NeuronIndex:
+              settings: dict[str, Any] | None = None) -> IndexRecord:
         """Queue a build of (model, revision, corpus), or return the index that already
         covers it: finished, or being built. A failed, cancelled or interrupted one is
         queued again and resumes from its checkpoint."""
@@ -87,8 +87,8 @@ class IndexService:
                 meta={"corpus": ref, "texts": len(corpus.texts), "settings": settings or {}})
         return self._submit(existing, ref, settings or {})
 
-    def _submit(self, row: NeuronIndex, ref: dict[str, Any],
-                settings: dict[str, Any]) -> NeuronIndex:
+    def _submit(self, row: IndexRecord, ref: dict[str, Any],
+                settings: dict[str, Any]) -> IndexRecord:
         config = {"index_id": row.id, "corpus": ref, "settings": settings}
         job_id = self.queue.submit_index(row.model,
                                          f"index {row.model} on {row.corpus_name}"[:128],
@@ -119,7 +119,7 @@ class IndexService:
             changed.append(row.id)
         return changed
 
-    def resume_interrupted(self) -> list[NeuronIndex]:
+    def resume_interrupted(self) -> list[IndexRecord]:
         """Queue again every index build that a stopped server or a killed worker left
         interrupted: it resumes from its on-disk checkpoint (run at start, as the
         default index is queued; a cancelled or failed build waits for the user)."""
@@ -132,7 +132,7 @@ class IndexService:
                                             meta.get("settings") or {}))
         return resumed
 
-    def list(self, model: str | None = None) -> list[NeuronIndex]:
+    def list(self, model: str | None = None) -> list[IndexRecord]:
         self.reconcile()
         return self.store.list(model)
 
@@ -145,7 +145,7 @@ class IndexService:
             return None
         return self.open(row)
 
-    def open(self, row: NeuronIndex) -> Any | None:
+    def open(self, row: IndexRecord) -> Any | None:
 
         path = self.data_dir / row.path
         with self._lock:
@@ -161,7 +161,7 @@ class IndexService:
 
     # -- what a neuron responds to ------------------------------------------------------
 
-    def index_for(self, model: str, base: str | None) -> tuple[NeuronIndex | None, Any]:
+    def index_for(self, model: str, base: str | None) -> tuple[IndexRecord | None, Any]:
         """The model's own index, else its base model's (a fine-tune's neurons keep most
         of their meaning; the page says whose index it reads)."""
         for name in (model, base):
@@ -219,7 +219,7 @@ class IndexService:
             out[(layer, neuron)] = gist
         return out
 
-    def building(self, model: str) -> NeuronIndex | None:
+    def building(self, model: str) -> IndexRecord | None:
         rows = [r for r in self.store.list(model) if r.state in ACTIVE_INDEX]
         return rows[0] if rows else None
 
@@ -256,7 +256,7 @@ class IndexService:
         return self.store.description_meta(model, layer, neuron, "llm")
 
     def search(self, model: str, base: str | None, query: str,
-               limit: int = 50) -> tuple[NeuronIndex | None, list[Any]]:
+               limit: int = 50) -> tuple[IndexRecord | None, list[Any]]:
         query = query.strip()
         if not query:
             raise InputError("type a word to search for, e.g. kidney", field="q")
@@ -289,7 +289,7 @@ def check_neuron(reader: Any, layer: int, neuron: int) -> None:
 
 
 def run_candidates(result: Any, lm: Any, indexes: IndexService,
-                   limit: int = 15) -> tuple[list[Any], NeuronIndex | None]:
+                   limit: int = 15) -> tuple[list[Any], IndexRecord | None]:
     """Concept candidates of a run (analysis/concepts.py) with the model's logit lens and,
     when the model (or its base) has an index, its exemplars and data description."""
     row, reader = indexes.index_for(lm.name, lm.spec.base)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import NotFound
 from app.store.jobs import json_safe
-from app.store.tables import NeuronDescription, NeuronIndex, _now
+from app.store.tables import IndexRecord, NeuronDescription, _now
 
 # queued -> building -> ready; or failed / cancelled / interrupted (resumable: a new
 # build of the same triple continues from the on-disk checkpoint).
@@ -23,29 +23,29 @@ class IndexStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
-    def find(self, model: str, revision: str, corpus_key: str) -> NeuronIndex | None:
+    def find(self, model: str, revision: str, corpus_key: str) -> IndexRecord | None:
         with self.sessions() as s:
-            return s.scalar(select(NeuronIndex).filter_by(model=model, revision=revision,
+            return s.scalar(select(IndexRecord).filter_by(model=model, revision=revision,
                                                           corpus_key=corpus_key))
 
-    def get(self, index_id: str) -> NeuronIndex | None:
+    def get(self, index_id: str) -> IndexRecord | None:
         with self.sessions() as s:
-            return s.get(NeuronIndex, index_id)
+            return s.get(IndexRecord, index_id)
 
-    def require(self, index_id: str) -> NeuronIndex:
+    def require(self, index_id: str) -> IndexRecord:
         row = self.get(index_id)
         if row is None:
             raise NotFound(f"no neuron index {index_id[:64]!r}; see /indexes for the list")
         return row
 
-    def list(self, model: str | None = None) -> list[NeuronIndex]:
-        q = select(NeuronIndex).order_by(NeuronIndex.created_at.desc())
+    def list(self, model: str | None = None) -> list[IndexRecord]:
+        q = select(IndexRecord).order_by(IndexRecord.created_at.desc())
         if model is not None:
-            q = q.where(NeuronIndex.model == model)
+            q = q.where(IndexRecord.model == model)
         with self.sessions() as s:
             return list(s.scalars(q))
 
-    def usable(self, model: str) -> NeuronIndex | None:
+    def usable(self, model: str) -> IndexRecord | None:
         """The index to read for a model: a finished one first, else the one that has
         seen the most tokens (an index is readable while it grows)."""
         rows = [r for r in self.list(model) if r.tokens_done > 0]
@@ -53,8 +53,8 @@ class IndexStore:
         return rows[0] if rows else None
 
     def create(self, *, model: str, revision: str, corpus_key: str, corpus_name: str,
-               path: str, meta: dict[str, Any]) -> NeuronIndex:
-        row = NeuronIndex(model=model, revision=revision, corpus_key=corpus_key,
+               path: str, meta: dict[str, Any]) -> IndexRecord:
+        row = IndexRecord(model=model, revision=revision, corpus_key=corpus_key,
                           corpus_name=corpus_name, path=path, state=QUEUED,
                           meta=json_safe(meta))
         with self.sessions.begin() as s:
@@ -63,7 +63,7 @@ class IndexStore:
 
     def update(self, index_id: str, **fields: Any) -> None:
         with self.sessions.begin() as s:
-            row = s.get(NeuronIndex, index_id)
+            row = s.get(IndexRecord, index_id)
             if row is None:
                 return
             for key, value in fields.items():
@@ -72,7 +72,7 @@ class IndexStore:
 
     def delete(self, index_id: str) -> None:
         with self.sessions.begin() as s:
-            row = s.get(NeuronIndex, index_id)
+            row = s.get(IndexRecord, index_id)
             if row is not None:
                 s.delete(row)
 

@@ -152,7 +152,7 @@ class NeuronLabel(Base):
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
-class NeuronIndex(Base):
+class IndexRecord(Base):
     """One exemplar index of (model, revision, corpus); a rebuild is never needed for the
     same triple. ``path`` is relative to the data directory; ``meta`` holds the build
     settings and summary (layers, neurons, k, size on disk, tokens/s)."""

@@ -20,12 +20,12 @@ from app.services.effects import effects_for
 from app.services.indexes import promoted_tokens, run_candidates
 from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
-from app.store.tables import NeuronIndex
+from app.store.tables import IndexRecord
 
 router = APIRouter(prefix="/api/v1", tags=["neurons"])
 
 
-def index_json(row: NeuronIndex) -> dict[str, Any]:
+def index_json(row: IndexRecord) -> dict[str, Any]:
     return {"id": row.id, "model": row.model, "revision": row.revision,
             "corpus_key": row.corpus_key, "corpus_name": row.corpus_name,
             "state": row.state, "tokens_done": row.tokens_done,
