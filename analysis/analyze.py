@@ -23,6 +23,7 @@ from analysis.attribution import (
     run_circuit,
 )
 from analysis.attribution.always_on import KnownAlwaysOn
+from analysis.attribution.core import METHODS
 from analysis.attribution.results import METRIC_NODE_ID
 from analysis.errors import InputError, LimitExceeded
 from analysis.estimate import Estimate, check_size, estimate
@@ -73,7 +74,7 @@ def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits,
     if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
         raise LimitExceeded(f"max_nodes={s.max_nodes} is over the limit "
                             f"(max_nodes={limits.max_nodes})", field="max_nodes")
-    if s.method == "integrated_gradients" and s.ig_steps > limits.max_ig_steps:
+    if "ig_steps" in METHODS[s.method].settings and s.ig_steps > limits.max_ig_steps:
         raise LimitExceeded(f"ig_steps={s.ig_steps} is over the limit "
                             f"(max_ig_steps={limits.max_ig_steps})", field="ig_steps")
     formatted = format_prompt(lm.tokenizer, req.prompt, limits.max_prompt_tokens)

@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from analysis.attribution.circuit_settings import CircuitSettings
+from analysis.attribution.core import METHODS
 from analysis.errors import LimitExceeded
 
 FIT_PATH = Path(__file__).with_name("cost_fit.json")
@@ -74,7 +75,7 @@ def estimate(model: torch.nn.Module, tokens: int, settings: CircuitSettings,
     device = first.device.type
     nodes = settings.max_nodes or max_nodes
     attr = _phase(fit, "attr_s", tokens, params)
-    if settings.method == "integrated_gradients":
+    if "ig_steps" in METHODS[settings.method].settings:  # a pass per batch of 16 steps
         attr *= max(1.0, settings.ig_steps / 16)
     pairs = nodes * nodes if settings.edges else 0
     edges = _phase(fit, "edges_s", tokens, params) * pairs / fit["nodes"] ** 2 if pairs else 0.0

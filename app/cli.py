@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from analysis.attribution.circuit_settings import CircuitSettings
+from analysis.attribution.core import METHODS
 from analysis.errors import CircuitlabError
 
 cli = typer.Typer(help="circuitlab: find why a language model answers wrong.",
@@ -21,6 +23,14 @@ ChatOpt = Annotated[bool, typer.Option("--chat-template/--raw",
 SystemOpt = Annotated[str | None, typer.Option("--system-prompt")]
 PrefixOpt = Annotated[str, typer.Option("--answer-prefix", help='e.g. " Answer:"')]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+# The circuit options read their defaults, limits' words and the method list from the
+# one declaration (CircuitSettings and the method registry), never re-declared here.
+_CIRCUIT = CircuitSettings.model_fields
+MethodOpt = Annotated[str, typer.Option(help=" | ".join(METHODS) + ": "
+                                        + _CIRCUIT["method"].description)]
+TauOpt = Annotated[float, typer.Option(help=_CIRCUIT["tau"].description)]
+MaxNodesOpt = Annotated[int, typer.Option(help=_CIRCUIT["max_nodes"].description)]
 
 
 def _settings() -> Any:
@@ -214,16 +224,17 @@ def analyze(
         "--contrastive", help='Answers A and B: --contrastive " aldosterone" " renin"')] = None,
     target: Annotated[str | None, typer.Option(
         "--target", help="Single answer: the metric is logit(target).")] = None,
-    method: Annotated[str, typer.Option(help="relp | grad_x_act | integrated_gradients")]
-        = "relp",
-    tau: Annotated[float, typer.Option(help="Keep nodes with |influence| >= tau*|m|.")] = 0.15,
+    method: MethodOpt = _CIRCUIT["method"].default,
+    tau: TauOpt = _CIRCUIT["tau"].default,
     mass: Annotated[float | None, typer.Option(
         help="Cumulative mode instead of tau: keep this fraction of total |influence|.")]
         = None,
-    max_nodes: Annotated[int, typer.Option()] = 200,
-    edge_threshold: Annotated[float, typer.Option()] = 0.0,
+    max_nodes: MaxNodesOpt = _CIRCUIT["max_nodes"].default,
+    edge_threshold: Annotated[float, typer.Option(
+        help=_CIRCUIT["edge_threshold"].description)] = _CIRCUIT["edge_threshold"].default,
     no_edges: Annotated[bool, typer.Option("--no-edges")] = False,
-    ig_steps: Annotated[int, typer.Option()] = 32,
+    ig_steps: Annotated[int, typer.Option(help=_CIRCUIT["ig_steps"].description)] = (
+        _CIRCUIT["ig_steps"].default),
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Directory for graph.json, circuit-tracer.json, summary.txt")]
         = None,
@@ -278,10 +289,9 @@ def compare(
     contrastive: Annotated[tuple[str, str], typer.Option(
         "--contrastive", help='Answers A (right) and B (wrong): --contrastive " aldosterone" '
                               '" renin"')],
-    method: Annotated[str, typer.Option(help="relp | grad_x_act | integrated_gradients")]
-        = "relp",
-    tau: Annotated[float, typer.Option()] = 0.15,
-    max_nodes: Annotated[int, typer.Option()] = 200,
+    method: MethodOpt = _CIRCUIT["method"].default,
+    tau: TauOpt = _CIRCUIT["tau"].default,
+    max_nodes: MaxNodesOpt = _CIRCUIT["max_nodes"].default,
     prompt_set: Annotated[Path | None, typer.Option(
         "--prompt-set", help="File of lines 'kind | prompt | expected | wrong'.")] = None,
     output: Annotated[Path | None, typer.Option(

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from analysis.attribution.core import METHODS
 from analysis.comparison.verdict import VERDICT_RULE
 from analysis.evaluation import CORRECTED_RULE, IMPROVED_RULE
 from analysis.prompts import PROMPT_FORMATS
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.globals["outcome_rules"] = {"corrected": CORRECTED_RULE,
                                                         "improved": IMPROVED_RULE}
     app.state.templates.env.globals["verdict_rule"] = VERDICT_RULE
+    app.state.templates.env.globals["attribution_methods"] = [
+        (m.name, m.label, m.summary) for m in METHODS.values()]
     # A concept candidate's "Write texts on ..." link to the Jobs page's Concept box.
     app.state.templates.env.globals["concept_link"] = concept_link
     # Token texts shown in quotes as JSON writes them (" ren", "\n"), but HTML-escaped by

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from analysis.attribution.core import METHODS
 from analysis.errors import input_error
 
 
@@ -21,9 +22,11 @@ class CircuitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["relp", "grad_x_act", "integrated_gradients"] = Field(
-        "relp", description="relp (linearised backward), grad_x_act, or "
-                            "integrated_gradients.")
+    method: str = Field(
+        "relp", description="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
+        # The registered names, read when a schema is made (a method registered later
+        # is listed too).
+        json_schema_extra=lambda schema: schema.update(enum=list(METHODS)))
     ig_steps: int = Field(32, ge=1, description="Integrated gradients: quadrature steps.")
     ig_baseline: Literal["auto", "zero", "mean"] = Field(
         "auto", description="Integrated gradients: the activations' baseline.")
@@ -47,6 +50,14 @@ class CircuitSettings(BaseModel):
     ablation: Literal["zero", "mean"] | None = Field(
         "zero", description="Faithfulness ablation; none skips it.")
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"unknown attribution method {value!r}; choose one of "
+                             f"{', '.join(METHODS)}")
+        return value
+
     @field_validator("ig_steps", "ig_baseline", mode="before")
     @classmethod
     def _stored_blank(cls, value: Any, info: Any) -> Any:
@@ -58,8 +69,10 @@ class CircuitSettings(BaseModel):
         cache key): fields the chosen method, mode or edges flag ignores get defaults."""
         defaults = CircuitSettings()
         update: dict[str, Any] = {}
-        if self.method != "integrated_gradients":
-            update.update(ig_steps=defaults.ig_steps, ig_baseline=defaults.ig_baseline)
+        # Settings only other methods read keep their defaults.
+        others = {f for m in METHODS.values() for f in m.settings}
+        update.update({f: getattr(defaults, f)
+                       for f in others - set(METHODS[self.method].settings)})
         if self.mode == "tau":
             update["mass"] = defaults.mass
             if self.min_influence is not None:

@@ -53,23 +53,22 @@ gpt2 0.22 [-2.9, 2.4]; input relevance / m = 1.0000 for the three bias-free fami
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import torch
 
 from analysis.access import LastPosition
 from analysis.attribution.adapters import ArchAdapter, get_adapter
+from analysis.attribution.completeness import Completeness
 from analysis.attribution.hooks import instrument
 from analysis.attribution.linearize import upcast
-from analysis.attribution.results import Completeness
 from analysis.errors import InputError
 
-Method = Literal["relp", "grad_x_act", "integrated_gradients"]
-METHODS: tuple[str, ...] = get_args(Method)
+Method = str  # a name in METHODS
 MAX_IG_STEPS = 512
 
 
@@ -268,22 +267,15 @@ def attribute(
     target_a = operator.index(target_a)
     target_b = None if target_b is None else operator.index(target_b)
     check_method(method)
-    if method == "integrated_gradients":
-        if not isinstance(ig_steps, int) or not 1 <= ig_steps <= MAX_IG_STEPS:
-            raise InputError(f"ig_steps must be in [1, {MAX_IG_STEPS}]", field="ig_steps")
-        if not isinstance(ig_batch_size, int) or ig_batch_size < 1:
-            raise InputError("ig_batch_size must be >= 1", field="ig_batch_size")
-        ig_baseline = resolve_ig_baseline(adapter, ig_baseline)
+    spec = METHODS[method]
+    options = MethodOptions(ig_steps=ig_steps, ig_batch_size=ig_batch_size,
+                            ig_baseline=ig_baseline)
+    if spec.check is not None:
+        options = spec.check(adapter, options)
+    uses_ig = "ig_steps" in spec.settings
 
     ids_t = torch.tensor([ids], device=adapter.input_device)
-    if method == "integrated_gradients":
-        influence, activation, z, extra = _integrated_gradients(
-            adapter, ids_t, target_a, target_b, ig_steps, ig_batch_size, ig_baseline
-        )
-    else:
-        influence, activation, z, extra = _single_pass(
-            adapter, ids_t, target_a, target_b, relp=method == "relp"
-        )
+    influence, activation, z, extra = spec.run(adapter, ids_t, target_a, target_b, options)
     m = float(metric_from_logits(z)[0])
     total = float(influence.sum())
     baseline = extra.get("baseline")
@@ -294,7 +286,7 @@ def attribute(
         target=target,
         ratio=total / target if abs(target) > 1e-9 else None,
         baseline=baseline,
-        baseline_kind=ig_baseline if method == "integrated_gradients" else None,  # type: ignore[arg-type]
+        baseline_kind=options.ig_baseline if uses_ig else None,  # type: ignore[arg-type]
         embedding_sum=extra.get("embedding_sum"),
         layer_sums=[float(v) for v in influence.sum(dim=(1, 2))],
     )
@@ -312,8 +304,8 @@ def attribute(
         activation=activation,
         completeness=completeness,
         tokens=decode_tokens(tokenizer, ids),
-        ig_steps=ig_steps if method == "integrated_gradients" else None,
-        ig_baseline=ig_baseline if method == "integrated_gradients" else None,
+        ig_steps=options.ig_steps if uses_ig else None,
+        ig_baseline=options.ig_baseline if uses_ig else None,
         seconds=time.perf_counter() - started,
         model_name=getattr(model.config, "_name_or_path", None) or None,
         extra=extra,
@@ -483,3 +475,72 @@ def resolve_ig_baseline(adapter: ArchAdapter, baseline: str) -> str:
     if baseline != "auto":
         return baseline
     return "mean" if adapter.output_gain(0) is not None else "zero"
+
+
+# ---------------------------------------------------------------------------------------
+# The methods, each declared once
+# ---------------------------------------------------------------------------------------
+
+PassResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The settings a method may read (each method says which in ``settings``)."""
+
+    ig_steps: int = 32
+    ig_batch_size: int = 16
+    ig_baseline: str = "auto"
+
+
+@dataclass(frozen=True)
+class AttributionMethod:
+    """One attribution method: its name, what the forms and the CLI call it, one line on
+    what it computes, the ``CircuitSettings`` fields only it reads (the others are reset
+    for the cache key), how it checks them, and the pass that computes influence,
+    activation, the metric logits and its extras. ``CircuitSettings``, the forms, the
+    CLI and :func:`attribute` all read :data:`METHODS`: adding a method is one
+    :func:`register` call."""
+
+    name: str
+    label: str
+    summary: str
+    run: Callable[[ArchAdapter, torch.Tensor, int, int | None, MethodOptions], PassResult]
+    settings: tuple[str, ...] = ()
+    check: Callable[[ArchAdapter, MethodOptions], MethodOptions] | None = None
+
+
+METHODS: dict[str, AttributionMethod] = {}
+
+
+def register(method: AttributionMethod) -> AttributionMethod:
+    if method.name in METHODS:
+        raise ValueError(f"attribution method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def _check_ig(adapter: ArchAdapter, options: MethodOptions) -> MethodOptions:
+    if not isinstance(options.ig_steps, int) or not 1 <= options.ig_steps <= MAX_IG_STEPS:
+        raise InputError(f"ig_steps must be in [1, {MAX_IG_STEPS}]", field="ig_steps")
+    if not isinstance(options.ig_batch_size, int) or options.ig_batch_size < 1:
+        raise InputError("ig_batch_size must be >= 1", field="ig_batch_size")
+    return dataclasses.replace(options,
+                               ig_baseline=resolve_ig_baseline(adapter, options.ig_baseline))
+
+
+register(AttributionMethod(
+    name="relp", label="RelP (linearised)",
+    summary="activation x gradient through the RelP-linearised backward (the default)",
+    run=lambda adapter, ids, a, b, _: _single_pass(adapter, ids, a, b, relp=True)))
+register(AttributionMethod(
+    name="grad_x_act", label="activation × gradient",
+    summary="activation x gradient with ordinary autograd",
+    run=lambda adapter, ids, a, b, _: _single_pass(adapter, ids, a, b, relp=False)))
+register(AttributionMethod(
+    name="integrated_gradients", label="integrated gradients",
+    summary="integrated gradients over every MLP activation together (ig_steps, "
+            "ig_baseline)",
+    settings=("ig_steps", "ig_baseline"), check=_check_ig,
+    run=lambda adapter, ids, a, b, o: _integrated_gradients(
+        adapter, ids, a, b, o.ig_steps, o.ig_batch_size, o.ig_baseline)))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
 from analysis.attribution.always_on import AlwaysOnNeuron
 from analysis.attribution.circuit_settings import CircuitSettings
+from analysis.attribution.completeness import Completeness
 from analysis.neuron_ref import neuron_name, node_name
 
 SCHEMA_VERSION = 1
@@ -95,17 +96,6 @@ class Edge(BaseModel):
     target: str
     weight: float = Field(description="The reported weight (raw, flow, or influence).")
     raw: float = Field(description="a_s * d a_t / d a_s with MLPs in between stopped.")
-
-
-class Completeness(BaseModel):
-    m: float
-    influence_sum: float
-    target: float
-    ratio: float | None
-    baseline: float | None = Field(None, description="IG: m with every activation at baseline.")
-    baseline_kind: Literal["zero", "mean"] | None = None
-    embedding_sum: float | None = Field(None, description="sum(e * grad_e) over the input.")
-    layer_sums: list[float] = Field(default_factory=list)
 
 
 class Faithfulness(BaseModel):

@@ -65,7 +65,7 @@ def test_permalink_reopens_the_run_with_the_form_filled(client: TestClient, run:
     page = client.get(f"/runs/{run['id']}")
     assert page.status_code == 200
     assert PROMPT in page.text and 'value=" aldosterone"' in page.text
-    assert '<option value="grad_x_act" selected>' in page.text
+    assert '<option value="grad_x_act" selected title=' in page.text
     assert marker_count(figure(page.text)) == len(run["result"].nodes)
     listing = client.get("/runs").text
     assert f'href="/runs/{run["id"]}"' in listing and "aldosterone" in listing
