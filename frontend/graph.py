@@ -229,7 +229,10 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
     graphs on one layout and one marker scale: a node sits at the same spot and a given
     influence draws the same size in each (the Compare page's side-by-side graphs).
     ``supernodes`` (``{"name", "members"}``) named in ``collapsed`` are drawn as one node
-    each, at their members' centre, with their members' edges summed."""
+    each, at their members' centre, with their members' edges summed.
+
+    Drawn back to front: the edges, the embeddings, the nodes, the answer logits, then an
+    invisible marker per edge for its hover."""
     n_layers = n_layers_of(result)
     n_pos = len(result.tokens)
     placed = layout_nodes if layout_nodes is not None else result.nodes
@@ -243,18 +246,32 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
     last = n_pos - 1
     top = lay.rows[n_layers]
     quarter = lay.widths[last] / 4 if n_pos else 0.25
-    logit_a_xy = (lay.centres[last] - (quarter if result.target_b is not None else 0), top)
-    logit_b_xy = (lay.centres[last] + quarter, top)
+    logits = (lay.centres[last] - (quarter if result.target_b is not None else 0), top), (
+        lay.centres[last] + quarter, top)
     a_label, b_label = answer_labels(result)
     names = {n.node_id: n.name for n in result.nodes}
     names.update({g.node_id: f"group {g.name}" for g in groups})
     names[METRIC_NODE_ID] = "m"
 
-    traces: list[dict[str, Any]] = []
+    edge_traces, hover = _edge_traces(view_edges(all_edges, cap=max_edges), xy, logits,
+                                      result.target_b is not None, names)
+    traces = [*edge_traces, _embedding_trace(result, lay),
+              *_node_traces(result, nodes, groups, xy, size_max, a_label, b_label),
+              _logit_trace(logits, top, a_label, b_label), hover]
+    return {"data": traces, "layout": _figure_layout(result, lay, placed, groups,
+                                                     len(hover["x"]), len(all_edges),
+                                                     height)}
+
+
+def _edge_traces(edges: list[Edge], xy: dict[str, tuple[float, float]],
+                 logits: tuple[tuple[float, float], tuple[float, float]], contrastive: bool,
+                 names: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The edges as line traces bucketed by sign and width, and the invisible hover
+    trace with one marker per edge (kept apart from any node)."""
+    logit_a_xy, logit_b_xy = logits
     slots: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for x, y in [*xy.values(), logit_a_xy, logit_b_xy]:
         slots[(math.floor(x), math.floor(y))].append((x, y))
-    edges = view_edges(all_edges, cap=max_edges)
     strongest = max((abs(e.weight) for e in edges), default=0.0)
     buckets: dict[tuple[bool, int], tuple[list[float | None], list[float | None]]] = {}
     mid_x: list[float] = []
@@ -264,7 +281,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         if edge.source not in xy:
             continue
         if edge.target == METRIC_NODE_ID:
-            end = logit_a_xy if edge.weight > 0 or result.target_b is None else logit_b_xy
+            end = logit_a_xy if edge.weight > 0 or not contrastive else logit_b_xy
         elif edge.target in xy:
             end = xy[edge.target]
         else:
@@ -283,6 +300,7 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
                          names.get(edge.source, edge.source),
                          names.get(edge.target, edge.target),
                          list(end) if edge.target == METRIC_NODE_ID else None])
+    traces = []
     for (positive, width), (xs, ys) in sorted(buckets.items()):
         alpha = (0.25, 0.45, 0.7)[width]
         traces.append({
@@ -292,21 +310,40 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
             "hoverinfo": "skip", "showlegend": False,
             "name": f"edges {'+' if positive else '-'} {width}",
         })
+    hover = {
+        "type": "scatter", "mode": "markers", "name": "edge hover",
+        "x": mid_x, "y": mid_y, "customdata": mid_data,
+        "marker": {"size": 7, "opacity": 0},
+        "hovertemplate": "%{customdata[3]} → %{customdata[4]}<br>weight "
+                         "%{customdata[2]:+.4f}<extra>edge</extra>",
+        "showlegend": False,
+    }
+    return traces, hover
 
-    # The embedding row: one marker per input token.
-    traces.append({
+
+def _embedding_trace(result: CircuitResult, lay: Layout) -> dict[str, Any]:
+    """The embedding row: one marker per input token."""
+    n_pos = len(result.tokens)
+    return {
         "type": "scatter", "mode": "markers", "name": "embeddings",
         "x": lay.centres, "y": [lay.rows[-1]] * n_pos, "customdata": list(range(n_pos)),
         "marker": {"symbol": "square", "size": 9, "color": "#9ca3af"},
         "text": [show_token(t.text) for t in result.tokens],
         "hovertemplate": "embedding of %{text} (position %{customdata})<extra></extra>",
         "showlegend": False,
-    })
+    }
+
+
+def _node_traces(result: CircuitResult, nodes: list[Node], groups: list[Any],
+                 xy: dict[str, tuple[float, float]], size_max: float | None,
+                 a_label: str, b_label: str | None) -> list[dict[str, Any]]:
+    """The neurons, one trace per answer they push towards, and the collapsed groups."""
     biggest = size_max or max((abs(n.influence) for n in result.nodes), default=0.0) or 1.0
 
     def size(influence: float) -> float:
         return round(min(1.0, abs(influence) / biggest), 4)
 
+    traces = []
     for towards, colour, answer in (("A", TOWARDS_A, a_label), ("B", TOWARDS_B, b_label)):
         members = [n for n in nodes if n.towards == towards]
         if towards == "B" and answer is None:
@@ -341,8 +378,14 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
                           f"<br>influence {g.influence:+.3f}" for g in groups],
             "hovertemplate": "%{hovertext}<extra></extra>",
         })
-    logit_x = [logit_a_xy[0]] + ([logit_b_xy[0]] if b_label else [])
-    traces.append({
+    return traces
+
+
+def _logit_trace(logits: tuple[tuple[float, float], tuple[float, float]], top: float,
+                 a_label: str, b_label: str | None) -> dict[str, Any]:
+    """The answer logits at the top: A's diamond, and B's in a contrastive run."""
+    logit_x = [logits[0][0]] + ([logits[1][0]] if b_label else [])
+    return {
         "type": "scatter", "mode": "markers+text", "name": "answer logits",
         "x": logit_x, "y": [top] * len(logit_x),
         "marker": {"symbol": "diamond", "size": 14,
@@ -351,28 +394,24 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "textposition": "top center", "cliponaxis": False,
         "hovertemplate": "logit of %{text}<extra></extra>",
         "showlegend": False,
-    })
-    # Last, invisible: one marker per edge at its midpoint, for the edge's hover.
-    traces.append({
-        "type": "scatter", "mode": "markers", "name": "edge hover",
-        "x": mid_x, "y": mid_y, "customdata": mid_data,
-        "marker": {"size": 7, "opacity": 0},
-        "hovertemplate": "%{customdata[3]} → %{customdata[4]}<br>weight "
-                         "%{customdata[2]:+.4f}<extra>edge</extra>",
-        "showlegend": False,
-    })
+    }
+
+
+def _figure_layout(result: CircuitResult, lay: Layout, placed: list[Node], groups: list[Any],
+                   shown: int, total: int, height: int | None) -> dict[str, Any]:
+    """Axes (tokens across, layers up), the legend, and the summary the page shows."""
+    n_layers = n_layers_of(result)
     layer_ticks = [lay.rows[i] for i in range(-1, n_layers + 1)]
     # A thin empty row keeps its tick only every fifth layer, so labels never collide.
     busy = {n.layer for n in placed}
     layer_text = (["emb"] + [f"L{i}" if i in busy or i % 5 == 0 else "" for i in range(n_layers)]
                   + ["logits"])
-    shown = len(mid_x)
     title = (f"{len(result.nodes)} nodes · {shown} edges"
-             + (f" (of {len(all_edges)})" if shown < len(all_edges) else "")
+             + (f" (of {total})" if shown < total else "")
              + " · node→logit edges included")
     plot_h = lay.height + 1.6
-    layout = {
-        "meta": {"summary": title, "edges_drawn": shown, "edges_total": len(all_edges),
+    return {
+        "meta": {"summary": title, "edges_drawn": shown, "edges_total": total,
                  "unit": UNIT_PX, "groups": [g.name for g in groups]},
         "height": height or int(min(1400, max(440, UNIT_PX * plot_h + 150))),
         "margin": {"l": 50, "r": 30, "t": 40, "b": 70},
@@ -387,7 +426,6 @@ def graph_figure(result: CircuitResult, *, max_edges: int = MAX_EDGES,
         "hovermode": "closest", "clickmode": "event", "plot_bgcolor": "white",
         "paper_bgcolor": "white", "dragmode": "pan",
     }
-    return {"data": traces, "layout": layout}
 
 
 HOVER_AT = (0.5, 0.4, 0.6, 0.3, 0.7, 0.45, 0.55, 0.35, 0.65, 0.25, 0.75)
