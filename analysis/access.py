@@ -239,3 +239,53 @@ def forward_logits(lm: Any, seqs: Sequence[Sequence[int]], keep: int) -> torch.T
                                         **remote.trace_kwargs()):
         logits = wrapper.output.logits.save()
     return logits.float().cpu()
+
+
+def is_remote(module: torch.nn.Module) -> bool:
+    """Whether this causal LM's traced forwards run on NDIF (or its simulation)."""
+    return module in _REMOTE
+
+
+@dataclass
+class RemoteGradients:
+    """One remote forward+backward of the prompt: every layer's node values and their
+    gradients of m ``[layers, seq, n_neurons]``, the embeddings' activation x gradient
+    sum, and the last position's logits ``[vocab]``."""
+
+    activation: torch.Tensor
+    gradient: torch.Tensor
+    embedding_sum: float
+    logits: torch.Tensor
+
+
+def remote_gradients(adapter: ArchAdapter, input_ids: Sequence[int], target_a: int,
+                     target_b: int | None) -> RemoteGradients:
+    """grad x act's pass as one nnsight trace NDIF executes: the embeddings become the
+    only leaf (the hosted weights need no gradient), m = logit(A) - logit(B) is taken from
+    the last position's logits (soft-cap applied, as served), and the backward inside the
+    trace reads each node's gradient in reverse forward order."""
+    root, kwargs, remote = _trace_root(adapter, input_ids, 1)
+    assert remote, "remote_gradients is for models on NDIF"
+    wrapper = traced(root)
+    embed = envoy(root, root.get_input_embeddings())
+    downs = [adapter.mlp(layer).down for layer in range(adapter.n_layers)]
+    # Saved by appending to lists made out here: names first bound inside a trace's
+    # nested backward block do not reach a function's locals.
+    acts: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    rest: list[torch.Tensor] = []
+    with torch.enable_grad(), wrapper.trace(**kwargs):
+        emb = embed.output.detach().requires_grad_(True)
+        embed.output = emb
+        nodes = [envoy(root, down).input for down in downs]
+        last = wrapper.output.logits[0, -1].float()
+        m = last[target_a] - (last[target_b] if target_b is not None else 0.0)
+        for node in nodes:
+            acts.append(node[0].detach().float().save())
+        rest.append(last.detach().save())
+        with m.backward():
+            for node in reversed(nodes):
+                grads.append(node.grad[0].float().save())
+            rest.append((emb * emb.grad).sum().float().save())
+    return RemoteGradients(activation=torch.stack(acts), gradient=torch.stack(grads[::-1]),
+                           embedding_sum=float(rest[1]), logits=rest[0])

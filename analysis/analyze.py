@@ -63,12 +63,30 @@ class PreparedCircuit(BaseModel):
         None, description="An exemplar index's always-on flags, joined to the prompt's.")
 
 
+def check_remote_settings(name: str, s: CircuitSettings) -> None:
+    """What of a circuit runs on NDIF: grad x act's attribution (one remote trace with
+    its backward), pruning, and faithfulness (traced ablations). RelP, integrated
+    gradients and the edges' batched VJPs rewrite the backward with local torch hooks,
+    so they are refused by name."""
+    if s.method != "grad_x_act":
+        raise InputError(
+            f"{name!r} runs on NDIF, where attribution runs with method='grad_x_act' only: "
+            f"method={s.method!r} needs local weights (RelP's linearized backward and "
+            "integrated gradients' scaled forwards are local hooks). Use grad_x_act or "
+            "register a local copy.", field="method")
+    if s.edges:
+        raise InputError(
+            f"{name!r} runs on NDIF, where edges do not run yet: they are batched VJPs "
+            "through local hooks. Set edges=false or register a local copy.", field="edges")
+
+
 def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits,
             known_always_on: KnownAlwaysOn | None = None) -> PreparedCircuit:
     """Validate and resolve a request without running the model (cheap; gives the key).
     ``known_always_on``: flags from the model's exemplar index (part of the key)."""
-    lm.require_local("attribution")
     s = req.settings
+    if lm.remote is not None:
+        check_remote_settings(lm.name, s)
     if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
         raise LimitExceeded(f"max_nodes={s.max_nodes} is over the limit "
                             f"(max_nodes={limits.max_nodes})", field="max_nodes")

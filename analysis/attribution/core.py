@@ -61,7 +61,7 @@ from typing import Literal, get_args
 
 import torch
 
-from analysis.access import LastPosition
+from analysis.access import LastPosition, is_remote, remote_gradients
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.hooks import instrument
 from analysis.attribution.linearize import upcast
@@ -276,7 +276,10 @@ def attribute(
         ig_baseline = resolve_ig_baseline(adapter, ig_baseline)
 
     ids_t = torch.tensor([ids], device=adapter.input_device)
-    if method == "integrated_gradients":
+    if is_remote(model):
+        influence, activation, z, extra = _remote_grad_x_act(
+            adapter, ids, target_a, target_b, str(method))
+    elif method == "integrated_gradients":
         influence, activation, z, extra = _integrated_gradients(
             adapter, ids_t, target_a, target_b, ig_steps, ig_batch_size, ig_baseline
         )
@@ -367,6 +370,28 @@ def _single_pass(
         probs = full_last_logits(adapter, hidden[:, -1].detach()).softmax(-1)[0]
     extra = {"embedding_sum": emb_sum, **_answer_probs(probs, target_a, target_b)}
     return influence.cpu(), activation.cpu(), z.detach(), extra
+
+
+def _remote_grad_x_act(
+    adapter: ArchAdapter, ids: list[int], target_a: int, target_b: int | None, method: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """grad x act for a model on NDIF: one traced forward+backward runs there. RelP
+    replaces the backward of every norm, attention pattern, gate and the soft-cap (local
+    torch hooks on autograd), and IG runs many scaled forwards of embeddings built here;
+    neither is expressed as a trace NDIF executes yet, so both are refused by name."""
+    if method != "grad_x_act":
+        raise InputError(
+            f"method={method!r} does not run on NDIF: only grad_x_act does (its backward "
+            "is the model's own, served inside the remote trace); RelP's linearized "
+            "backward and integrated gradients' scaled forwards need local weights. Use "
+            "method='grad_x_act' or a local copy of the model.", field="method")
+    got = remote_gradients(adapter, ids, target_a, target_b)
+    influence = got.activation * got.gradient
+    rows = [target_a] if target_b is None else [target_a, target_b]
+    z = got.logits[rows].unsqueeze(0)
+    probs = got.logits.softmax(-1)
+    extra = {"embedding_sum": got.embedding_sum, **_answer_probs(probs, target_a, target_b)}
+    return influence.cpu(), got.activation.cpu(), z, extra
 
 
 def quadrature(steps: int) -> tuple[list[float], list[float]]:
