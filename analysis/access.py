@@ -4,9 +4,10 @@ Interventions, faithfulness ablations and the neuron panel's activation read-out
 nnsight traces over the same loaded Hugging Face model: the code that says *which*
 activation to read or overwrite is the field's standard idiom (``.input``, ``.save()``),
 and the same traced code is what NDIF would execute remotely for models no local GPU
-holds. The attribution backward (RelP, grad x act) and the batched edge VJPs stay on
-plain torch hooks (``analysis.attribution.hooks``): they rewrite the backward pass, which
-nnsight does not model, and they are the hot path.
+holds. Locally the attribution backward (RelP, grad x act) and the batched edge VJPs stay
+on plain torch hooks (``analysis.attribution.hooks``): RelP rewrites the backward pass and
+they are the hot path. For a model on NDIF grad x act's plain backward runs inside the
+trace instead (:func:`remote_gradients`).
 
 A node is a neuron's value at the MLP's down-projection input, as everywhere else; each
 architecture adapter names that module, and :func:`envoy` finds nnsight's handle for it.
@@ -277,6 +278,8 @@ def remote_gradients(adapter: ArchAdapter, input_ids: Sequence[int], target_a: i
     with torch.enable_grad(), wrapper.trace(**kwargs):
         emb = embed.output.detach().requires_grad_(True)
         embed.output = emb
+        # One line: a statement spanning lines here shifted nnsight's lookup of the
+        # nested ``with m.backward():`` block (0.8.1), which then ran as a bare backward.
         nodes = [envoy(root, down).input for down in downs]
         last = wrapper.output.logits[0, -1].float()
         m = last[target_a] - (last[target_b] if target_b is not None else 0.0)
