@@ -271,15 +271,15 @@ def remote_gradients(adapter: ArchAdapter, input_ids: Sequence[int], target_a: i
     embed = envoy(root, root.get_input_embeddings())
     downs = [adapter.mlp(layer).down for layer in range(adapter.n_layers)]
     # Saved by appending to lists made out here: names first bound inside a trace's
-    # nested backward block do not reach a function's locals.
+    # nested backward block do not reach a function's locals. Inside the trace body no
+    # comment lines and no statement spanning lines: either shifted nnsight's (0.8.1)
+    # lookup of the nested ``with m.backward():`` block, which then ran as a bare backward.
     acts: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     rest: list[torch.Tensor] = []
     with torch.enable_grad(), wrapper.trace(**kwargs):
         emb = embed.output.detach().requires_grad_(True)
         embed.output = emb
-        # One line: a statement spanning lines here shifted nnsight's lookup of the
-        # nested ``with m.backward():`` block (0.8.1), which then ran as a bare backward.
         nodes = [envoy(root, down).input for down in downs]
         last = wrapper.output.logits[0, -1].float()
         m = last[target_a] - (last[target_b] if target_b is not None else 0.0)
