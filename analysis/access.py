@@ -4,9 +4,10 @@ Interventions, faithfulness ablations and the neuron panel's activation read-out
 nnsight traces over the same loaded Hugging Face model: the code that says *which*
 activation to read or overwrite is the field's standard idiom (``.input``, ``.save()``),
 and the same traced code is what NDIF would execute remotely for models no local GPU
-holds. The attribution backward (RelP, grad x act) and the batched edge VJPs stay on
-plain torch hooks (``analysis.attribution.hooks``): they rewrite the backward pass, which
-nnsight does not model, and they are the hot path.
+holds. Locally the attribution backward (RelP, grad x act) and the batched edge VJPs stay
+on plain torch hooks (``analysis.attribution.hooks``): RelP rewrites the backward pass and
+they are the hot path. For a model on NDIF grad x act's plain backward runs inside the
+trace instead (:func:`remote_gradients`).
 
 A node is a neuron's value at the MLP's down-projection input, as everywhere else; each
 architecture adapter names that module, and :func:`envoy` finds nnsight's handle for it.
@@ -239,3 +240,55 @@ def forward_logits(lm: Any, seqs: Sequence[Sequence[int]], keep: int) -> torch.T
                                         **remote.trace_kwargs()):
         logits = wrapper.output.logits.save()
     return logits.float().cpu()
+
+
+def is_remote(module: torch.nn.Module) -> bool:
+    """Whether this causal LM's traced forwards run on NDIF (or its simulation)."""
+    return module in _REMOTE
+
+
+@dataclass
+class RemoteGradients:
+    """One remote forward+backward of the prompt: every layer's node values and their
+    gradients of m ``[layers, seq, n_neurons]``, the embeddings' activation x gradient
+    sum, and the last position's logits ``[vocab]``."""
+
+    activation: torch.Tensor
+    gradient: torch.Tensor
+    embedding_sum: float
+    logits: torch.Tensor
+
+
+def remote_gradients(adapter: ArchAdapter, input_ids: Sequence[int], target_a: int,
+                     target_b: int | None) -> RemoteGradients:
+    """grad x act's pass as one nnsight trace NDIF executes: the embeddings become the
+    only leaf (the hosted weights need no gradient), m = logit(A) - logit(B) is taken from
+    the last position's logits (soft-cap applied, as served), and the backward inside the
+    trace reads each node's gradient in reverse forward order."""
+    root, kwargs, remote = _trace_root(adapter, input_ids, 1)
+    assert remote, "remote_gradients is for models on NDIF"
+    wrapper = traced(root)
+    embed = envoy(root, root.get_input_embeddings())
+    downs = [adapter.mlp(layer).down for layer in range(adapter.n_layers)]
+    # Saved by appending to lists made out here: names first bound inside a trace's
+    # nested backward block do not reach a function's locals. Inside the trace body no
+    # comment lines and no statement spanning lines: either shifted nnsight's (0.8.1)
+    # lookup of the nested ``with m.backward():`` block, which then ran as a bare backward.
+    acts: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    rest: list[torch.Tensor] = []
+    with torch.enable_grad(), wrapper.trace(**kwargs):
+        emb = embed.output.detach().requires_grad_(True)
+        embed.output = emb
+        nodes = [envoy(root, down).input for down in downs]
+        last = wrapper.output.logits[0, -1].float()
+        m = last[target_a] - (last[target_b] if target_b is not None else 0.0)
+        for node in nodes:
+            acts.append(node[0].detach().float().save())
+        rest.append(last.detach().save())
+        with m.backward():
+            for node in reversed(nodes):
+                grads.append(node.grad[0].float().save())
+            rest.append((emb * emb.grad).sum().float().save())
+    return RemoteGradients(activation=torch.stack(acts), gradient=torch.stack(grads[::-1]),
+                           embedding_sum=float(rest[1]), logits=rest[0])

@@ -23,7 +23,7 @@ from analysis.attribution import (
     run_circuit,
 )
 from analysis.attribution.always_on import KnownAlwaysOn
-from analysis.attribution.core import METHODS
+from analysis.attribution.core import METHODS, remote_methods
 from analysis.attribution.results import METRIC_NODE_ID
 from analysis.errors import InputError, LimitExceeded
 from analysis.estimate import Estimate, check_size, estimate
@@ -65,12 +65,31 @@ class PreparedCircuit(BaseModel):
         None, description="An exemplar index's always-on flags, joined to the prompt's.")
 
 
+def check_remote_settings(name: str, s: CircuitSettings) -> None:
+    """What of a circuit runs on NDIF: grad x act's attribution (one remote trace with
+    its backward), pruning, and faithfulness (traced ablations). RelP, integrated
+    gradients and the edges' batched VJPs rewrite the backward with local torch hooks,
+    so they are refused by name."""
+    if METHODS[s.method].remote is None:
+        raise InputError(
+            f"{name!r} runs on NDIF, where attribution runs with method="
+            f"{' or '.join(repr(m) for m in remote_methods())} only: method={s.method!r} "
+            "needs local weights (RelP's linearized backward and integrated gradients' "
+            "scaled forwards are local hooks). Use one of those or register a local copy.",
+            field="method")
+    if s.edges:
+        raise InputError(
+            f"{name!r} runs on NDIF, where edges do not run yet: they are batched VJPs "
+            "through local hooks. Set edges=false or register a local copy.", field="edges")
+
+
 def prepare(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits,
             known_always_on: KnownAlwaysOn | None = None) -> PreparedCircuit:
     """Validate and resolve a request without running the model (cheap; gives the key).
     ``known_always_on``: flags from the model's exemplar index (part of the key)."""
-    lm.require_local("attribution")
     s = req.settings
+    if lm.remote is not None:
+        check_remote_settings(lm.name, s)
     if s.max_nodes is not None and s.max_nodes > limits.max_nodes:
         raise LimitExceeded(f"max_nodes={s.max_nodes} is over the limit "
                             f"(max_nodes={limits.max_nodes})", field="max_nodes")

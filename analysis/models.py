@@ -156,9 +156,8 @@ class LoadedModel:
         if self.remote is not None:
             raise InputError(
                 f"{self.name!r} runs on NDIF, where circuitlab runs predictions, "
-                f"screening, interventions and layer patching; {what} needs gradients or "
-                "local weights, which is the next step for remote models. Register a local "
-                "copy to run it.",
+                "screening, interventions, layer patching and grad x act circuits without "
+                f"edges; {what} needs local weights. Register a local copy to run it.",
                 field="model")
 
     @property

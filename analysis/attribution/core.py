@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.access import LastPosition
+from analysis.access import LastPosition, is_remote, remote_gradients
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.completeness import Completeness
 from analysis.attribution.hooks import instrument
@@ -268,6 +268,13 @@ def attribute(
     target_b = None if target_b is None else operator.index(target_b)
     check_method(method)
     spec = METHODS[method]
+    remote = is_remote(model)
+    if remote and spec.remote is None:
+        raise InputError(
+            f"method={method!r} does not run on NDIF: only {', '.join(remote_methods())} "
+            "does (its backward is the model's own, served inside the remote trace); "
+            "RelP's linearized backward and integrated gradients' scaled forwards need "
+            "local weights. Use one of those or a local copy of the model.", field="method")
     options = MethodOptions(ig_steps=ig_steps, ig_batch_size=ig_batch_size,
                             ig_baseline=ig_baseline)
     if spec.check is not None:
@@ -275,7 +282,11 @@ def attribute(
     uses_ig = "ig_steps" in spec.settings
 
     ids_t = torch.tensor([ids], device=adapter.input_device)
-    influence, activation, z, extra = spec.run(adapter, ids_t, target_a, target_b, options)
+    if remote:
+        assert spec.remote is not None
+        influence, activation, z, extra = spec.remote(adapter, ids, target_a, target_b)
+    else:
+        influence, activation, z, extra = spec.run(adapter, ids_t, target_a, target_b, options)
     m = float(metric_from_logits(z)[0])
     total = float(influence.sum())
     baseline = extra.get("baseline")
@@ -359,6 +370,22 @@ def _single_pass(
         probs = full_last_logits(adapter, hidden[:, -1].detach()).softmax(-1)[0]
     extra = {"embedding_sum": emb_sum, **_answer_probs(probs, target_a, target_b)}
     return influence.cpu(), activation.cpu(), z.detach(), extra
+
+
+def _remote_grad_x_act(
+    adapter: ArchAdapter, ids: list[int], target_a: int, target_b: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """grad x act for a model on NDIF: one traced forward+backward runs there. RelP
+    replaces the backward of every norm, attention pattern, gate and the soft-cap (local
+    torch hooks on autograd), and IG runs many scaled forwards of embeddings built here;
+    neither is expressed as a trace NDIF executes yet, so they register no remote pass."""
+    got = remote_gradients(adapter, ids, target_a, target_b)
+    influence = got.activation * got.gradient
+    rows = [target_a] if target_b is None else [target_a, target_b]
+    z = got.logits[rows].unsqueeze(0)
+    probs = got.logits.softmax(-1)
+    extra = {"embedding_sum": got.embedding_sum, **_answer_probs(probs, target_a, target_b)}
+    return influence.cpu(), got.activation.cpu(), z, extra
 
 
 def quadrature(steps: int) -> tuple[list[float], list[float]]:
@@ -498,7 +525,8 @@ class AttributionMethod:
     """One attribution method: its name, what the forms and the CLI call it, one line on
     what it computes, the ``CircuitSettings`` fields only it reads (the others are reset
     for the cache key), how it checks them, and the pass that computes influence,
-    activation, the metric logits and its extras. ``CircuitSettings``, the forms, the
+    activation, the metric logits and its extras (and, when it can, the pass for a model
+    on NDIF). ``CircuitSettings``, the forms, the
     CLI and :func:`attribute` all read :data:`METHODS`: adding a method is one
     :func:`register` call."""
 
@@ -508,9 +536,16 @@ class AttributionMethod:
     run: Callable[[ArchAdapter, torch.Tensor, int, int | None, MethodOptions], PassResult]
     settings: tuple[str, ...] = ()
     check: Callable[[ArchAdapter, MethodOptions], MethodOptions] | None = None
+    # The pass for a model on NDIF (token ids in, one remote trace); None: refused there.
+    remote: Callable[[ArchAdapter, list[int], int, int | None], PassResult] | None = None
 
 
 METHODS: dict[str, AttributionMethod] = {}
+
+
+def remote_methods() -> list[str]:
+    """The methods that run on NDIF (they register a remote pass)."""
+    return [name for name, m in METHODS.items() if m.remote is not None]
 
 
 def register(method: AttributionMethod) -> AttributionMethod:
@@ -535,8 +570,9 @@ register(AttributionMethod(
     run=lambda adapter, ids, a, b, _: _single_pass(adapter, ids, a, b, relp=True)))
 register(AttributionMethod(
     name="grad_x_act", label="activation × gradient",
-    summary="activation x gradient with ordinary autograd",
-    run=lambda adapter, ids, a, b, _: _single_pass(adapter, ids, a, b, relp=False)))
+    summary="activation x gradient with ordinary autograd (also on NDIF)",
+    run=lambda adapter, ids, a, b, _: _single_pass(adapter, ids, a, b, relp=False),
+    remote=_remote_grad_x_act))
 register(AttributionMethod(
     name="integrated_gradients", label="integrated gradients",
     summary="integrated gradients over every MLP activation together (ig_steps, "

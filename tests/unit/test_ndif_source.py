@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from analysis.analyze import CircuitRequest, analyze, intervene_on_prompt
-from analysis.attribution import NeuronEdit
+from analysis.attribution import CircuitSettings, NeuronEdit, attribute
 from analysis.comparison.layer_patching import patch_between
 from analysis.errors import InputError
 from analysis.models import ModelSpec, load_model
@@ -94,12 +95,63 @@ def test_layer_patching_through_the_simulated_remote_path(tiny_dirs, tiny_lms, t
     assert max(abs(r.mlp_share or 0.0) for r in ref) > 0.01
 
 
-def test_work_that_needs_local_weights_is_refused_by_name(simulated) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen3"])
+def test_grad_x_act_through_the_simulated_remote_path(arch, tiny_dirs, tiny_lms, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """grad x act's forward and backward run as one nnsight trace (the gradients read
+    inside it): influence, activation, m and the answers' probabilities equal the local
+    hooks' result for every family."""
+    lm = load_model(ModelSpec(name=f"{arch}-ndif", source="ndif", hf_id=f"example/{arch}",
+                              path=tiny_dirs[arch], ndif_simulate=True), tmp_path)
+    local = tiny_lms[arch]
+    ids = local.tokenizer(PROMPT)["input_ids"]
+    ours = attribute(lm.model, lm.tokenizer, ids, 5, 7, method="grad_x_act")
+    ref = attribute(local.model, local.tokenizer, ids, 5, 7, method="grad_x_act")
+    assert ref.influence.abs().max() > 1e-4  # not trivially zero
+    torch.testing.assert_close(ours.influence, ref.influence, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours.activation, ref.activation, rtol=1e-5, atol=1e-7)
+    assert ours.m == pytest.approx(ref.m, abs=1e-6)
+    assert ours.prob_a == pytest.approx(ref.prob_a, rel=1e-5)
+    assert ours.completeness.embedding_sum == pytest.approx(
+        ref.completeness.embedding_sum, abs=1e-6)
+
+
+def test_a_grad_x_act_circuit_through_the_simulated_remote_path(simulated, tiny_lms) -> None:  # type: ignore[no-untyped-def]
+    """analyze() with grad x act, no edges: the same nodes, m and faithfulness as local."""
     req = CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
-                         answer_b=" renin")
-    with pytest.raises(InputError, match=r"runs on NDIF.*attribution") as info:
+                         answer_b=" renin",
+                         settings=CircuitSettings(method="grad_x_act", edges=False,
+                                                   mode="cumulative", mass=0.5,
+                                                   ablation="zero"))
+    ours = analyze(simulated, req)
+    ref = analyze(tiny_lms["llama"], req)
+    assert ours.m == pytest.approx(ref.m, abs=1e-6)
+    assert [n.name for n in ours.nodes] == [n.name for n in ref.nodes] and ref.nodes
+    assert ours.faithfulness is not None and ref.faithfulness is not None
+    theirs = ref.faithfulness.model_dump()
+    for key, value in ours.faithfulness.model_dump().items():
+        if isinstance(value, float):
+            assert value == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
+        else:
+            assert value == theirs[key], key
+
+
+@pytest.mark.parametrize("method", ["relp", "integrated_gradients"])
+def test_methods_that_need_local_weights_are_refused_by_name(simulated, method) -> None:  # type: ignore[no-untyped-def]
+    req = CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
+                         answer_b=" renin", settings=CircuitSettings(method=method))
+    with pytest.raises(InputError, match=rf"runs on NDIF.*method='{method}'") as info:
         analyze(simulated, req)
-    assert info.value.field == "model"
+    assert info.value.field == "method"
+    with pytest.raises(InputError, match=rf"method='{method}' does not run on NDIF"):
+        attribute(simulated.model, simulated.tokenizer, [1, 2, 3], 5, 7, method=method)
+
+
+def test_edges_are_refused_by_name_on_ndif(simulated) -> None:  # type: ignore[no-untyped-def]
+    req = CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
+                         answer_b=" renin", settings=CircuitSettings(method="grad_x_act"))
+    with pytest.raises(InputError, match=r"runs on NDIF.*edges") as info:
+        analyze(simulated, req)
+    assert info.value.field == "edges"
 
 
 def test_real_ndif_needs_its_key_from_the_environment(tiny_dirs, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
