@@ -28,6 +28,12 @@ Implementation (why it is fast), ``strategy="sweep"`` (the default):
   a source neuron is recovered as ``g_out · W_down[:, n]`` for the kept sources only, so
   the backward never runs the ``d_model x n_neurons`` down-projection transpose, nor any
   gate/up projection (those branches are cut);
+* the split (``split="auto"``): when most rows sit high and a few sources low, rows are
+  carried only down to a split layer; each source below it pushes its effect forward to
+  that layer instead (a Jacobian-vector product per layer, taken as the derivative of
+  the layer's VJP in its seed, batched over those sources), and the carried rows' edges
+  from them are dot products there. Exact (the chain rule through the cut); the cost
+  below the split becomes (low sources) x depth instead of (rows) x depth;
 * attention runs as plain matmuls during this pass so every backward op has a batching
   rule (SDPA's fused backward would fall back to a per-row loop under vmap), and the
   gate nonlinearity is expressed as a multiplication by its local slope for the same
@@ -148,6 +154,7 @@ def edge_matrix(
     *,
     batch_size: int = 32,
     strategy: Strategy | str = "sweep",
+    split: int | Literal["auto"] | None = "auto",
 ) -> EdgeMatrix:
     """Raw direct effects between ``nodes`` and to the metric (see module docstring)."""
     if strategy not in STRATEGIES:
@@ -163,7 +170,7 @@ def edge_matrix(
     # A node can only receive edges from an earlier layer's nodes.
     targets = [n for n in sources if n.layer > min_layer]
     if strategy == "sweep":
-        raw = _LayerSweep(adapter, attr, sources, targets).run(batch_size)
+        raw = _LayerSweep(adapter, attr, sources, targets).run(batch_size, split)
         return EdgeMatrix(sources=sources, targets=targets, raw=raw)
     graph = _EdgeGraph(adapter, attr, sources, targets)
     rows = len(targets) + 1  # + metric
@@ -322,6 +329,9 @@ class _EdgeGraph:
 # Working memory one VJP row may take in a sweep chunk (its gradient and the attention
 # backward's score-sized buffers); chunks shrink so long prompts stay within it.
 SWEEP_CHUNK_BYTES = 512 * 2**20
+# One layer's forward-mode step for one source (a VJP's derivative in its seed), in
+# units of one row's layer backward: the split is taken only where it saves more.
+FORWARD_STEP_COST = 3.0
 
 
 def reachable_floor(sources: Sequence[Node], targets: Sequence[Node]) -> list[int | None]:
@@ -458,8 +468,34 @@ class _LayerSweep:
             w = adapter.down_matrix(layer)
             self.src[layer] = (cols, pos, act, upcast(w[:, neu.to(w.device)].T))
 
-    def run(self, batch_size: int) -> torch.Tensor:
-        """The raw edge matrix ``[len(targets) + 1, len(sources)]`` (metric row last)."""
+    def choose_split(self) -> int | None:
+        """The layer at which carrying rows down stops paying (see ``split_cost``).
+
+        Below a split ``L`` every row that entered above it would otherwise cost
+        ``L - floor`` more layer backwards; the sources below ``L`` instead push their
+        effect forward to ``L`` (a forward-mode step costs about ``FORWARD_STEP_COST``
+        backward rows). None when no split saves anything."""
+        n_layers = self.adapter.n_layers
+        row_layers = [n.layer for n in self.targets] + [n_layers]
+        best, best_gain = None, 0.0
+        for split in range(1, n_layers):
+            saved = sum(split - f for f, tl in zip(self.floor, row_layers, strict=True)
+                        if f is not None and tl >= split and f < split)
+            cost = FORWARD_STEP_COST * sum(split - s.layer for s in self.sources
+                                           if s.layer < split)
+            if saved - cost > best_gain:
+                best, best_gain = split, saved - cost
+        return best
+
+    def run(self, batch_size: int, split: int | Literal["auto"] | None = "auto") -> torch.Tensor:
+        """The raw edge matrix ``[len(targets) + 1, len(sources)]`` (metric row last).
+
+        ``split``: rows that entered at or above this layer are carried only down to its
+        input; their edges from the sources below it are read as dot products with those
+        sources' forward-propagated effects (``_low_source_tangents``). ``"auto"`` picks
+        it by ``choose_split``; None carries every row to its floor."""
+        if split == "auto":
+            split = self.choose_split()
         raw = torch.zeros(len(self.targets) + 1, len(self.sources))
         seq, d_model = self.top_grad.shape[-2:]
         heads = int(getattr(self.adapter.config, "num_attention_heads", 1) or 1)
@@ -520,9 +556,90 @@ class _LayerSweep:
                 full = torch.cat(carried)
                 grad = full[keep] if len(keep) < len(rows) else full
                 open_rows = [rows[i] for i in keep]
+                if layer == split and open_rows:
+                    self._resolve_below(raw, open_rows, grad, layer, chunk)
+                    open_rows, grad = [], grad[:0]
             else:
                 open_rows, grad = [], grad[:0]
         return raw
+
+    def _resolve_below(
+        self, raw: torch.Tensor, rows: list[int], grad: torch.Tensor, split: int, chunk: int
+    ) -> None:
+        """Edges of the carried ``rows`` (gradients ``grad`` at layer ``split``'s input)
+        from every source below ``split``: ``a_s * <G_r, J v_s>``, exact by the chain rule
+        since every path from such a source to these targets crosses that input."""
+        cols, tangents = self._low_source_tangents(split, chunk)
+        if not cols:
+            return
+        g = upcast(grad.reshape(len(rows), -1))
+        u = upcast(tangents.reshape(len(cols), -1)).to(g.device, g.dtype)
+        act_of = {c: a for cs, _, act, _ in self.src.values()
+                  for c, a in zip(cs, act.tolist(), strict=True)}
+        acts = torch.tensor([act_of[c] for c in cols])
+        value = (g @ u.T).cpu().float() * acts
+        raw[torch.tensor(rows)[:, None], torch.tensor(cols)[None, :]] = value
+
+    def _low_source_tangents(self, split: int, chunk: int) -> tuple[list[int], torch.Tensor]:
+        """Per source below ``split`` (columns, in order), the forward-mode effect of a
+        unit of its neuron (``W_down[:, n]`` at its position, in its layer's MLP-output
+        leaf) on layer ``split``'s input, ``[k, 1, seq, d_model]``.
+
+        Each layer's step is a Jacobian-vector product of the same linearised graph the
+        sweep backpropagates through, taken as the derivative of its VJP with respect to
+        the seed (the VJP is linear in the seed), batched over the sources."""
+        low_layers = sorted(layer for layer in self.src if layer < split)
+        cols: list[int] = []
+        u: torch.Tensor | None = None
+        for layer in range(low_layers[0] if low_layers else split, split):
+            out = self.outputs[layer]
+            new_cols: list[int] = []
+            v_leaf: torch.Tensor | None = None
+            if layer in self.src and layer < split:
+                c, pos, _, w = self.src[layer]
+                leaf = self.leaves[layer]
+                new_cols = list(c)
+                v_leaf = torch.zeros(len(c), *leaf.shape, dtype=leaf.dtype, device=leaf.device)
+                for k, p in enumerate(pos.tolist()):
+                    v_leaf[k, 0, p] = w[k].to(leaf.device, leaf.dtype)
+            n_old = len(cols)
+            n = n_old + len(new_cols)
+            inputs: list[torch.Tensor] = []
+            tangents: list[torch.Tensor] = []
+            if u is not None:
+                inputs.append(self.inputs[layer])
+                pad = torch.zeros(n - n_old, *u.shape[1:], dtype=u.dtype, device=u.device)
+                tangents.append(torch.cat([u.to(out.dtype), pad]))
+            if v_leaf is not None:
+                inputs.append(self.leaves[layer])
+                pad = torch.zeros(n_old, *v_leaf.shape[1:], dtype=v_leaf.dtype,
+                                  device=v_leaf.device)
+                tangents.append(torch.cat([pad, v_leaf]))
+            seed = torch.zeros_like(out, requires_grad=True)
+            with torch.enable_grad():
+                vjps = torch.autograd.grad(out, inputs, grad_outputs=seed, retain_graph=True,
+                                           create_graph=True, allow_unused=True)
+            used = [(v, t) for v, t in zip(vjps, tangents, strict=True)
+                    if v is not None and v.requires_grad]
+            parts = []
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
+                if used:
+                    (jv,) = torch.autograd.grad(
+                        [v for v, _ in used], [seed],
+                        grad_outputs=[t[start:stop] for _, t in used],
+                        retain_graph=True, allow_unused=True, is_grads_batched=True)
+                else:
+                    jv = None
+                if jv is None:  # no path: the effect stops here
+                    jv = torch.zeros(stop - start, *out.shape, dtype=out.dtype,
+                                     device=out.device)
+                parts.append(jv.detach())
+            u = torch.cat(parts)
+            cols = cols + new_cols
+        if u is None:
+            return [], torch.zeros(0)
+        return cols, u
 
     def _read_sources(
         self, raw: torch.Tensor, layer: int, rows: list[int], g: torch.Tensor | None
