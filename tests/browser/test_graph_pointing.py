@@ -279,8 +279,9 @@ def test_collapsed_supernode_and_the_narrow_screen_drawer(page, live_server: str
     wait_js(page, """() => { const gd = document.getElementById('graph-plot');
         return gd && gd.data && !gd.data.some(d => d.name === 'supernodes'); }""")
 
-    # At 1024 px the panel opens beside the graph, inside the viewport, and covers none
-    # of the graph's nodes (a drawer over the right edge covered most of them).
+    # At 1024 px the panel opens as a drawer over the left edge (the form column), inside
+    # the viewport, and covers none of the graph's nodes (a drawer over the right edge
+    # covered most of them; a column beside the graph left it under 400 px).
     page.set_viewport_size({"width": 1024, "height": 800})
     page.goto(url)
     page.wait_for_selector(GRAPH)
