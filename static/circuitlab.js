@@ -49,6 +49,13 @@ function closePanel() {
   panel.classList.remove("drawer");
 }
 
+// Escape closes the panel where it is a drawer over the page.
+document.addEventListener("keydown", (event) => {
+  const panel = document.getElementById("panel");
+  if (event.key === "Escape" && panel && panel.querySelector("#neuron-panel")
+      && getComputedStyle(panel).position === "fixed") closePanel();
+});
+
 // Links and buttons say what they do in data-action (the page has no inline handlers:
 // its Content-Security-Policy runs only this file).
 document.addEventListener("click", (event) => {

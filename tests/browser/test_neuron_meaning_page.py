@@ -68,6 +68,10 @@ def test_build_an_index_and_read_the_drivers(page, live_server: str, tmp_path: P
         if i == 0:
             shot(page, "neuron-meaning-top-driver")
     assert len(opened) >= 3
+    # Opened from the table, the panel is a drawer over the window's edge: Escape closes
+    # it, as a user would before reading on.
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#neuron-panel", state="detached")
 
     # Stage 4: concept candidates name upstream neurons with exemplars, and offer topic
     # words for training texts that never name the wrong answer.
