@@ -28,8 +28,9 @@ from analysis.attribution.export import (
     to_circuit_tracer,
     write_viewer_files,
 )
-from tests.browser.conftest import ARTIFACTS, CHROMIUM_FLAGS, _chromium
+from tests.browser.conftest import ARTIFACTS
 from tests.conftest import CACHE_DIR, PROJECT_ROOT, REALCLIENT, SEED_PROMPT
+from tests.waiting import PATIENCE_S
 
 pytestmark = pytest.mark.browser
 
@@ -86,7 +87,7 @@ def viewer_url(viewer_dir: Path) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, str(SERVE), str(port), str(VIEWER),
                              str(viewer_dir)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE_S  # a ceiling, not a speed target
     try:
         while True:
             if proc.poll() is not None:
@@ -96,24 +97,14 @@ def viewer_url(viewer_dir: Path) -> Iterator[str]:
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail("circuit-tracer's viewer server did not answer in 60 s")
+                    pytest.fail(f"circuit-tracer's viewer server did not answer in "
+                                f"{PATIENCE_S} s")
                 time.sleep(0.3)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=_chromium(), headless=True,
-                               args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
 
 
 class Viewer:
