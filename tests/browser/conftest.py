@@ -86,8 +86,11 @@ def live_server(server_data: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """One Chromium for the browser tier, closed when the tier ends: Playwright's sync API
+    keeps an event loop running in the main thread, and later tiers' asyncio.run (the
+    burst and endpoint tests) must not find one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
