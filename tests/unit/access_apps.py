@@ -1,8 +1,11 @@
-"""Apps on the tiny checkpoints with the access settings a test needs (a fresh database
-each), for the access, cross-site and model-queue tests."""
+"""Apps on the tiny checkpoints with the settings a test needs (a fresh database each),
+for the access, cross-site and model-queue tests, and a client holding one stored run
+for the tests of a run's drivers, probe and drafts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +34,18 @@ def tiny_client(tiny_dirs: dict[str, Path], data_dir: Path, base_url: str = "htt
     """Use as a context manager (the lifespan loads the tiny default model)."""
     return TestClient(create_app(tiny_settings(tiny_dirs, data_dir, **extra)),
                       base_url=base_url, raise_server_exceptions=False)
+
+
+SEED = "The primary hormone involved in the regulation of blood pressure and volume is"
+
+
+@contextmanager
+def client_with_run(tiny_dirs: dict[str, Path], data_dir: Path,
+                    **circuit: Any) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """A client on the tiny default model and the stored run of the seed prompt
+    (aldosterone vs renin) with the circuit settings given; yields (client, its answer)."""
+    with tiny_client(tiny_dirs, data_dir) as client:
+        r = client.post("/api/v1/attribute", json={
+            "prompt": SEED, "answer_a": " aldosterone", "answer_b": " renin", **circuit})
+        assert r.status_code == 200, r.text
+        yield client, r.json()

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from fastapi.testclient import TestClient
 
 from analysis.correction.drafts import MAX_TRIES, clean, completion_prompt, draft_texts
 from analysis.errors import InputError
+from tests.unit.access_apps import client_with_run
 
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
 
@@ -89,23 +89,9 @@ def test_the_model_continues_a_fact_about_the_correct_answer() -> None:
 
 @pytest.fixture(scope="module")
 def client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from analysis.models import ModelSpec
-    from app.jobs.job_settings import JobSettings
-    from app.main import create_app
-    from app.settings import Settings
-
-    settings = Settings(jobs=JobSettings(start_worker=False),
-                        data_dir=tmp_path_factory.mktemp("data"),
-                        cache_dir=tiny_dirs["llama"].parent, include_embedded=False,
-                        default_model="tiny",
-                        models=[ModelSpec(name="tiny", source="local", path=tiny_dirs["llama"],
-                                          device="cpu")])
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        r = client.post("/api/v1/attribute", json={
-            "prompt": PROMPT, "answer_a": " aldosterone", "answer_b": " renin",
-            "tau": 0.05, "max_nodes": 15})
-        assert r.status_code == 200, r.text
-        yield client, r.json()["run_id"]
+    with client_with_run(tiny_dirs, tmp_path_factory.mktemp("data"), tau=0.05,
+                         max_nodes=15) as (client, run):
+        yield client, run["run_id"]
 
 
 def test_the_resident_model_drafts_and_the_page_shows_the_same(client_run) -> None:  # type: ignore[no-untyped-def]

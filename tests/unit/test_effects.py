@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from analysis.analyze import CircuitRequest, analyze
 from analysis.attribution import CircuitSettings
@@ -14,6 +13,7 @@ from analysis.attribution.effects import measure_effects, measured_pool, run_eff
 from analysis.attribution.patching import ablated_metric
 from analysis.concepts import concept_candidates
 from analysis.prompts import PromptSpec
+from tests.unit.access_apps import client_with_run
 
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
 
@@ -100,20 +100,6 @@ def test_a_contradiction_is_flagged_in_the_api_and_on_the_page(tiny_client_run) 
 
 @pytest.fixture(scope="module")
 def tiny_client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from analysis.models import ModelSpec
-    from app.jobs.job_settings import JobSettings
-    from app.main import create_app
-    from app.settings import Settings
-
-    settings = Settings(jobs=JobSettings(start_worker=False),
-                        data_dir=tmp_path_factory.mktemp("data"),
-                        cache_dir=tiny_dirs["llama"].parent, include_embedded=False,
-                        default_model="tiny",
-                        models=[ModelSpec(name="tiny", source="local", path=tiny_dirs["llama"],
-                                          device="cpu")])
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        r = client.post("/api/v1/attribute", json={
-            "prompt": PROMPT, "answer_a": " aldosterone", "answer_b": " renin",
-            "tau": 0.01, "max_nodes": 60})
-        assert r.status_code == 200, r.text
-        yield client, r.json()["run_id"]
+    with client_with_run(tiny_dirs, tmp_path_factory.mktemp("data"), tau=0.01,
+                         max_nodes=60) as (client, run):
+        yield client, run["run_id"]

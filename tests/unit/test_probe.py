@@ -4,7 +4,6 @@ the group intervention, follow from the numbers it shows beside them."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from analysis.analyze import CircuitRequest, analyze
 from analysis.attribution import CircuitSettings
@@ -13,6 +12,7 @@ from analysis.attribution.patching import InterventionResult, ablated_metric
 from analysis.errors import InputError
 from analysis.probe import layer_scale, parse_neurons, probe, read_group
 from analysis.prompts import PromptSpec
+from tests.unit.access_apps import client_with_run
 
 PROMPT = "The primary hormone involved in the regulation of blood pressure and volume is"
 
@@ -102,23 +102,9 @@ def test_each_status_agrees_with_the_numbers_beside_it(run) -> None:  # type: ig
 
 @pytest.fixture(scope="module")
 def client_run(tiny_dirs, tmp_path_factory):  # type: ignore[no-untyped-def]
-    from analysis.models import ModelSpec
-    from app.jobs.job_settings import JobSettings
-    from app.main import create_app
-    from app.settings import Settings
-
-    settings = Settings(jobs=JobSettings(start_worker=False),
-                        data_dir=tmp_path_factory.mktemp("data"),
-                        cache_dir=tiny_dirs["llama"].parent, include_embedded=False,
-                        default_model="tiny",
-                        models=[ModelSpec(name="tiny", source="local", path=tiny_dirs["llama"],
-                                          device="cpu")])
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        r = client.post("/api/v1/attribute", json={
-            "prompt": PROMPT, "answer_a": " aldosterone", "answer_b": " renin",
-            "tau": 0.05, "max_nodes": 15})
-        assert r.status_code == 200, r.text
-        yield client, r.json()["run_id"], r.json()["result"]
+    with client_with_run(tiny_dirs, tmp_path_factory.mktemp("data"), tau=0.05,
+                         max_nodes=15) as (client, run):
+        yield client, run["run_id"], run["result"]
 
 
 def test_the_api_and_the_page_say_the_same(client_run) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +154,7 @@ def test_a_run_page_says_an_index_is_building_with_its_progress(client_run) -> N
     client, run_id, _ = client_run
     indexes = client.app.state.indexes
     corpus = Corpus.of("kidney-glosses", ["the kidneys filter the blood"])
-    row = indexes.build("tiny", "rev", corpus, {"kind": "default"}, {})
+    row = indexes.build("tiny-llama", "rev", corpus, {"kind": "default"}, {})
     queued = client.get(f"/runs/{run_id}/concepts").text
     assert 'id="index-status" data-state="queued"' in queued and "queued" in queued
     assert 'hx-trigger="every 15s"' in queued and "No exemplar index" not in queued
