@@ -131,11 +131,12 @@ def shot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
-def wait_js(page, expression: str, arg: object = None) -> None:  # type: ignore[no-untyped-def]
+def wait_js(page, expression: str, arg: object = None,  # type: ignore[no-untyped-def]
+            patience_s: float = PATIENCE_S) -> None:
     """Wait until a JS expression (or ``arg => ...`` function) is truthy in the page.
     Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the
     page, which the app's CSP (``script-src 'self'``) forbids; ``page.evaluate`` goes
     through the DevTools protocol, which the CSP does not govern. Waits on the state, with
     the suite's one ceiling."""
     wait_for(lambda: page.evaluate(expression, arg), f"the page to show {expression[:60]!r}",
-             poll_s=0.1)
+             patience_s=patience_s, poll_s=0.1)

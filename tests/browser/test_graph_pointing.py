@@ -16,7 +16,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from tests.browser.conftest import shot, wait_js
 from tests.browser.test_circuit_browser import GRAPH, analyze_seed
 from tests.conftest import SEED_PROMPT
-from tests.waiting import PATIENCE_MS
+from tests.waiting import PATIENCE_MS, PATIENCE_S
 
 pytestmark = pytest.mark.browser
 
@@ -69,14 +69,58 @@ def analyze_big(page, live_server: str) -> str:  # type: ignore[no-untyped-def]
     return str(page.url)
 
 
+def hover_node(page, node_id: str, hover_ms: list[float]) -> dict:  # type: ignore[no-untyped-def]
+    """Move the pointer to a node's centre and wait until Plotly's hover names that node."""
+    p = centre_of(page, node_id)
+    start = page.evaluate("performance.now()")
+    page.mouse.move(p["px"], p["py"])
+    wait_js(page, "id => window.__hover && window.__hover.id === id", arg=node_id)
+    hover_ms.append(page.evaluate("window.__hover.t") - start)
+    return p  # type: ignore[no-any-return]
+
+
+def click_node(page, node_id: str, hover_ms: list[float], retried: list[str]) -> dict:  # type: ignore[no-untyped-def]
+    """Hover a node at its centre, click it and wait until it is the selection, as a person
+    does: one who clicks and sees nothing happen clicks again. A click can be lost while
+    the page is busy (a redraw between the hover and the click drops Plotly's hover data);
+    a repeated click is harmless (a click selects, never toggles), so the test repeats it
+    and prints that it did. A click that selects another node fails at once."""
+    for attempt in range(3):
+        # Plotly reads two clicks within its 300 ms double-click window as one double
+        # click (no selection): pace the clicks as a person would.
+        page.wait_for_timeout(350)
+        p = hover_node(page, node_id, hover_ms)
+        before = page.evaluate("window.__clicked = performance.now(); "
+                               "window.__selected && window.__selected.id")
+        page.mouse.click(p["px"], p["py"])
+        last = attempt == 2
+        try:
+            wait_js(page, "id => window.__selected && window.__selected.id === id",
+                    arg=node_id, patience_s=PATIENCE_S if last else 60)
+            return p  # type: ignore[no-any-return]
+        except AssertionError:
+            got = page.evaluate("window.__selected && window.__selected.id")
+            if last or got != before:
+                now = centre_of(page, node_id)
+                raise AssertionError(f"clicking {node_id} at ({p['px']:.0f}, {p['py']:.0f}) "
+                                     f"selected {got!r}; it is now at {now}") from None
+            retried.append(node_id)
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("graph", ["seed", "200-node"])
-def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, graph: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_node_is_under_its_own_pixels_and_clicks_open_its_panel(  # type: ignore[no-untyped-def]
+        page, live_server: str, graph: str) -> None:
     page.set_viewport_size({"width": 1440, "height": 1000})
     url = (analyze_seed if graph == "seed" else analyze_big)(page, live_server)
     # Time to first paint of the stored run's page (no compute): navigation to drawn graph.
     page.goto(url)
     page.wait_for_selector(GRAPH)
     paint = page.evaluate("performance.now()")
+    # The drivers and candidates above the graph load after it: wait for them, so the
+    # graph no longer moves while the test points at it.
+    page.wait_for_selector("#drivers-list", timeout=PATIENCE_MS)
+    page.wait_for_selector("#concepts-list", timeout=PATIENCE_MS)
     save(page, f"{graph}-1440")
     points = centres(page)
     assert len(points) == int(page.get_attribute("#graph-plot", "data-nodes")) > 10
@@ -90,7 +134,11 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
             gap = ((p["px"] - q["px"]) ** 2 + (p["py"] - q["py"]) ** 2) ** 0.5
             assert gap >= (p["size"] + q["size"]) / 2, (p["id"], q["id"])
 
-    # Click EVERY node at its own pixel centre: it is selected and its panel opens.
+    # Point at EVERY node's pixel centre: Plotly names that node there. A click acts on
+    # the point under the pointer, so this is what makes each node clickable by its own
+    # pixels; then click a spread of them (every third on the seed graph, every fifth on
+    # the big one, the smallest and the biggest always): each is selected and opens its
+    # own panel, which asks the server for the neuron (a model pass per click).
     hover_ms, click_ms = [], []
     page.evaluate("""() => { const gd = document.getElementById('graph-plot');
         gd.on('plotly_hover', e => { const c = e.points[0].customdata;
@@ -98,19 +146,17 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
         new MutationObserver(() => { window.__selected = {id: gd.dataset.selected,
             t: performance.now()}; }).observe(gd, {attributeFilter: ['data-selected']}); }""")
     for p in points:
-        # Plotly reads two clicks within its 300 ms double-click window as one double
-        # click (no selection): pace the clicks as a person would.
-        page.wait_for_timeout(350)
-        p = centre_of(page, p["id"])
-        start = page.evaluate("performance.now()")
-        page.mouse.move(p["px"], p["py"])
-        wait_js(page, "id => window.__hover && window.__hover.id === id", arg=p["id"])
-        hover_ms.append(page.evaluate("window.__hover.t") - start)
-        start = page.evaluate("performance.now()")
-        page.mouse.click(p["px"], p["py"])
-        wait_js(page, "id => window.__selected && window.__selected.id === id",
-                               arg=p["id"])
-        click_ms.append(page.evaluate("window.__selected.t") - start)
+        hover_node(page, p["id"], hover_ms)
+    stride = 3 if graph == "seed" else 5
+    sample = {p["id"] for p in points[::stride]}
+    by_size = sorted(points, key=lambda p: p["size"])
+    sample |= {by_size[0]["id"], by_size[-1]["id"]}
+    retried: list[str] = []
+    for p in points:
+        if p["id"] not in sample:
+            continue
+        p = click_node(page, p["id"], [], retried)
+        click_ms.append(page.evaluate("window.__selected.t - window.__clicked"))
         page.wait_for_selector(f"#neuron-panel[data-layer='{p['layer']}']"
                                f"[data-neuron='{p['neuron']}']", timeout=PATIENCE_MS)
         assert f"at position {p['position']}" in page.locator("#neuron-panel h3").inner_text()
@@ -120,7 +166,9 @@ def test_every_node_of_the_graph_opens_its_own_panel(page, live_server: str, gra
           f"{paint:.0f} ms; "
           f"hover median {hover_ms[len(hover_ms) // 2]:.0f} ms (max {hover_ms[-1]:.0f}); "
           f"click to highlight median {click_ms[len(click_ms) // 2]:.0f} ms "
-          f"(max {click_ms[-1]:.0f}); from the input event's dispatch, in page time")
+          f"(max {click_ms[-1]:.0f}) over {len(click_ms)} clicks; from the input event's "
+          f"dispatch, in page time; "
+          f"clicks repeated: {retried or 'none'}")
 
     assert [e for e in page.console_errors if "status of 4" not in e] == []
 
