@@ -22,7 +22,7 @@ from app.assets import vendor_files
 from app.body_limit import install_body_limit
 from app.contract import install_contract
 from app.cross_site import install_cross_site_guard
-from app.errors import install_error_handlers
+from app.error_responses import install_error_handlers
 from app.host_guard import install_host_guard
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
