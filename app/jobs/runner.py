@@ -1,4 +1,6 @@
-"""The body of one correction job, the same for every backend.
+"""The body of one job, the same for every backend: an index build, once taken and
+logged, is handed to :mod:`app.jobs.index_job`; a correction goes through the steps
+below.
 
 :func:`run_job` runs in a worker process (the local backend's, or a Ray task on any node)
 and talks to the world only through the app's database and the file system:
