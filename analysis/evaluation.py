@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from analysis.access import forward_logits
 from analysis.answers import AnswerToken, resolve_answer
 from analysis.errors import InputError
 from analysis.models import LoadedModel
+from analysis.nnsight_traces import forward_logits
 from analysis.prompts import PromptSpec, format_prompt, token_text
 from analysis.whole_answer import WholeAnswer, whole_answer_scores
 

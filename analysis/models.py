@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from analysis.access import RemoteAccess, attach_remote
 from analysis.embedded import DEFAULT_EMBEDDED, EMBEDDED, embedded, ensure_converted
 from analysis.errors import InputError, UnknownModel
 from analysis.lora import LoraOverlay, load_overlay
+from analysis.nnsight_traces import RemoteAccess, attach_remote
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DType = Literal["auto", "float32", "bfloat16", "float16"]

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from analysis.access import forward_logits
 from analysis.models import LoadedModel
+from analysis.nnsight_traces import forward_logits
 
 WHOLE_BATCH = 16
 

@@ -42,7 +42,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analysis.errors import CircuitlabError
-from app.errors import error_response
+from app.error_responses import error_response
 from app.route_table import route_table
 
 if TYPE_CHECKING:

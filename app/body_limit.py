@@ -74,7 +74,7 @@ class BodySizeLimit:
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, cap: int,
                       kind: str) -> None:
-        from app.errors import error_response
+        from app.error_responses import error_response
 
         response = error_response(Request(scope, receive), 413, _message(cap, kind), "body")
         response.headers["Connection"] = "close"  # the rest of the body is not read

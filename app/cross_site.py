@@ -63,7 +63,7 @@ class CrossSiteGuard:
         if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
             refusal = self.refusal(scope)
             if refusal is not None:
-                from app.errors import error_response
+                from app.error_responses import error_response
 
                 status, message, field = refusal
                 response = error_response(Request(scope, receive), status, message, field)

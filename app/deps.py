@@ -9,8 +9,10 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from app.jobs.queue import JobQueue
-from app.services.indexes import IndexService
+from app.services.index_builds import IndexBuilds
+from app.services.index_readers import IndexReaders
 from app.services.model_manager import ModelManager
+from app.services.neuron_meanings import NeuronMeanings
 from app.settings import Settings
 from app.store.labels import LabelStore
 from app.store.runs import RunStore
@@ -57,8 +59,18 @@ def get_queue(request: Request) -> JobQueue:
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def get_indexes(request: Request) -> IndexService:
-    return request.app.state.indexes  # type: ignore[no-any-return]
+def get_index_builds(request: Request) -> IndexBuilds:
+    return request.app.state.index_builds  # type: ignore[no-any-return]
 
 
-IndexesDep = Annotated[IndexService, Depends(get_indexes)]
+def get_index_readers(request: Request) -> IndexReaders:
+    return request.app.state.index_readers  # type: ignore[no-any-return]
+
+
+def get_neuron_meanings(request: Request) -> NeuronMeanings:
+    return request.app.state.neuron_meanings  # type: ignore[no-any-return]
+
+
+IndexBuildsDep = Annotated[IndexBuilds, Depends(get_index_builds)]
+IndexReadersDep = Annotated[IndexReaders, Depends(get_index_readers)]
+NeuronMeaningsDep = Annotated[NeuronMeanings, Depends(get_neuron_meanings)]

@@ -90,7 +90,7 @@ class HostGuard:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                from app.errors import error_response
+                from app.error_responses import error_response
 
                 response = error_response(
                     Request(scope, receive), 400,

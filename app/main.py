@@ -22,7 +22,7 @@ from app.assets import vendor_files
 from app.body_limit import install_body_limit
 from app.contract import install_contract
 from app.cross_site import install_cross_site_guard
-from app.errors import install_error_handlers
+from app.error_responses import install_error_handlers
 from app.host_guard import install_host_guard
 from app.jobs.queue import JobQueue
 from app.routes.api import compare as compare_api
@@ -43,7 +43,9 @@ from app.routes.web import screen as screen_web
 from app.routes.web import supernodes as supernodes_web
 from app.security_headers import install_security_headers
 from app.services import build_services
-from app.services.indexes import IndexService
+from app.services.index_builds import IndexBuilds
+from app.services.index_readers import IndexReaders
+from app.services.neuron_meanings import NeuronMeanings
 from app.settings import PROJECT_ROOT, Settings
 from app.store.indexes import IndexStore
 from frontend.jobs import concept_link
@@ -56,13 +58,13 @@ def _index_default_model(app: FastAPI, settings: Settings) -> None:
     queue the first exemplar index (default model, built-in corpus) unless it exists;
     never stops the server from starting (no WordNet: the Neurons page says how)."""
     try:
-        indexes: IndexService = app.state.indexes
-        for row in indexes.resume_interrupted():
+        builds: IndexBuilds = app.state.index_builds
+        for row in builds.resume_interrupted():
             log.info("exemplar index of %s on %s: resumed at %s tokens", row.model,
                      row.corpus_name, f"{row.tokens_done:,}")
-        corpus, ref = indexes.default_corpus()
+        corpus, ref = builds.default_corpus()
         lm = app.state.manager.get_sync(settings.default_model)
-        row = indexes.build(lm.name, lm.revision, corpus, ref)
+        row = builds.build(lm.name, lm.revision, corpus, ref)
         log.info("exemplar index of %s on %s: %s", lm.name, corpus.name, row.state)
     except Exception as exc:
         log.warning("no exemplar index queued at start: %s", exc)
@@ -110,7 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.variants = services.variants
     app.state.supernodes = services.supernodes
     app.state.jobs = jobs
-    app.state.indexes = IndexService(IndexStore(services.sessions), jobs, settings.data_dir)
+    # Exemplar indexes: builds (jobs in the queue), readers, and what a neuron means.
+    index_store = IndexStore(services.sessions)
+    app.state.index_builds = IndexBuilds(index_store, jobs, settings.data_dir)
+    app.state.index_readers = readers = IndexReaders(index_store, settings.data_dir)
+    app.state.neuron_meanings = NeuronMeanings(index_store, readers)
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     # The one-click format switch reads the named formats from analysis, declared once.
     app.state.templates.env.globals["prompt_formats"] = PROMPT_FORMATS

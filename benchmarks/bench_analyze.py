@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_attribution import bare_fwd_bwd, load_embedded, median_times  # noqa: E402
 
-from analysis.access import patched_last  # noqa: E402
 from analysis.attribution import (  # noqa: E402
     CircuitSettings,
     NeuronEdit,
@@ -46,6 +45,7 @@ from analysis.attribution import (  # noqa: E402
 )
 from analysis.attribution.adapters import get_adapter  # noqa: E402
 from analysis.embedded import EMBEDDED  # noqa: E402
+from analysis.nnsight_traces import patched_last  # noqa: E402
 
 PHASES = ("attribution_s", "prune_s", "edges_s", "faithfulness_s", "total_s")
 

@@ -61,12 +61,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.access import LastPosition, is_remote, remote_gradients
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.completeness import Completeness
 from analysis.attribution.hooks import instrument
 from analysis.attribution.linearize import upcast
 from analysis.errors import InputError
+from analysis.nnsight_traces import LastPosition, is_remote, remote_gradients
 
 Method = str  # a name in METHODS
 MAX_IG_STEPS = 512

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, Field, computed_field
 
-from analysis.access import patched_last
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import last_metric_logits, metric_from_logits
 from analysis.attribution.results import CircuitResult
 from analysis.neuron_ref import neuron_name
+from analysis.nnsight_traces import patched_last
 
 EFFECT_RULE = ("Measured effect = m - m with the neuron ablated at every position of the "
                "prompt (zeroed, or set to its mean over the positions), so a positive effect "

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, computed_field
 
-from analysis.access import node_values
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import as_id_list, decode_tokens
 from analysis.attribution.results import TokenScore
 from analysis.errors import InputError
 from analysis.neuron_ref import neuron_name
+from analysis.nnsight_traces import node_values
 
 
 class PositionActivation(BaseModel):

@@ -3,7 +3,7 @@
 One batched forward serves several conditions (one row each); ``patch(layer, h)`` gets
 the layer's node activations ``[rows, seq, n_neurons]`` and returns what the MLP should
 use instead. Downstream activations are recomputed, so effects propagate. The forward is
-an nnsight trace (``analysis.access.patched_last``), here or on NDIF.
+an nnsight trace (``analysis.nnsight_traces.patched_last``), here or on NDIF.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
-from analysis.access import patched_last
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.core import (
     Attribution,
@@ -28,6 +27,7 @@ from analysis.attribution.core import (
 )
 from analysis.attribution.results import Faithfulness, Node, TokenProb
 from analysis.errors import InputError
+from analysis.nnsight_traces import patched_last
 
 AblationMode = Literal["zero", "mean"]
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from analysis.access import forward_logits, record_outputs, replaced_outputs_last
 from analysis.answers import resolve_contrast
 from analysis.attribution.adapters import get_adapter
 from analysis.attribution.core import last_metric_logits, metric_from_logits
 from analysis.errors import InputError
 from analysis.models import LoadedModel
+from analysis.nnsight_traces import forward_logits, record_outputs, replaced_outputs_last
 from analysis.prompts import PromptSpec, format_prompt
 
 PATCH_ROWS = 16  # patched conditions per forward pass

@@ -2,7 +2,9 @@
 
 * :mod:`app.store.jobs`  - job rows: states, atomic claim, progress, cancel, re-queue,
   crash recovery (SQLite and PostgreSQL);
-* :mod:`app.jobs.runner` - the body of one job (train, evaluate, register the variant);
+* :mod:`app.jobs.runner` - the body of one job: a correction (train, evaluate with
+  :mod:`app.jobs.job_evaluation`, register the variant) or an index build
+  (:mod:`app.jobs.index_job`);
 * :mod:`app.jobs.worker` - the local worker process;
 * :mod:`app.jobs.queue`  - :class:`JobQueue`, the one interface the app uses, over a
   backend (:mod:`app.jobs.backend`: the protocol and the small context a backend gets):

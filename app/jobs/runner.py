@@ -1,4 +1,6 @@
-"""The body of one correction job, the same for every backend.
+"""The body of one job, the same for every backend: an index build, once taken and
+logged, is handed to :mod:`app.jobs.index_job`; a correction goes through the steps
+below.
 
 :func:`run_job` runs in a worker process (the local backend's, or a Ray task on any node)
 and talks to the world only through the app's database and the file system:
@@ -9,7 +11,7 @@ and talks to the world only through the app's database and the file system:
 3. trains (``analysis.correction.train``) with each optimizer step written as the job's
    progress + a ``job_metrics`` row + a heartbeat, and the cancel flag read from the
    database at most every ``cancel_poll_s`` (sooner when the worker was nudged);
-4. evaluates (state ``evaluating``; :mod:`app.jobs.evaluation`): one typed
+4. evaluates (state ``evaluating``; :mod:`app.jobs.job_evaluation`): one typed
    ``JobEvaluation`` - the target and the evaluation set by the evaluation core (scores,
    top-1, outcome), greedy generations checked for degeneration, and the circuit verdict
    on the target, its comparison stored as a comparison run;
@@ -42,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from analysis.errors import CircuitlabError, InputError, UnknownModel
 from analysis.models import NAME_PATTERN, ModelSpec
-from app.jobs.evaluation import evaluate_variant
+from app.jobs.job_evaluation import evaluate_variant
 from app.store.jobs import (
     ACTIVE,
     CANCELLED,

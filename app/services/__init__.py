@@ -1,8 +1,10 @@
 """What both kinds of route (JSON and HTML) and the CLI call: resident models, runs and
-labels, comparisons, indexes, probes and drafts. No FastAPI request objects here.
+labels, comparisons, exemplar indexes (``index_builds``, ``index_readers``,
+``neuron_meanings``), probes and drafts. No FastAPI request objects here.
 
-:func:`build_services` makes the shared objects once, for ``create_app`` and the CLI
-alike."""
+:func:`build_services` makes the database, its stores and the model manager once, for
+``create_app`` and the CLI alike; ``create_app`` adds the job queue and the three index
+services over it (the CLI builds an index without them)."""
 
 from __future__ import annotations
 

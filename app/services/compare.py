@@ -41,7 +41,7 @@ from app.store.runs import RunStore
 from app.store.tables import Run
 
 if TYPE_CHECKING:  # a type only: the job runner imports this module
-    from app.services.indexes import IndexService
+    from app.services.index_readers import IndexReaders
 
 CIRCUITS = {"base_circuit", "tuned_circuit"}
 
@@ -70,10 +70,10 @@ def _circuit_run(circuit: CircuitResult, req: CircuitRequest, kind: str) -> Run:
 
 
 def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
-                   runs: RunStore, indexes: IndexService | None = None) -> Run:
+                   runs: RunStore, readers: IndexReaders | None = None) -> Run:
     """Compare and store, synchronously: each phase is one piece of model work under the
     manager's lock (web routes call this in a worker thread; the CLI calls it directly).
-    With an index service, the base's complete exemplar index flags always-on neurons
+    With the index readers, the base's complete exemplar index flags always-on neurons
     for both circuits, as it does for a run of the base (the same base circuit, the same
     influence sum, on the run page and here)."""
     specs = {}
@@ -89,8 +89,8 @@ def run_comparison(body: CompareBody, manager: ModelManager, settings: Settings,
     limits = settings.circuit_limits
     # Phase 0 on the base: one absolute threshold for both graphs (like for like).
     req = compare_request(body)
-    if indexes is not None:
-        req.known_always_on = indexes.known_always_on(body.base, base_spec.base)
+    if readers is not None:
+        req.known_always_on = readers.known_always_on(body.base, base_spec.base)
     req = with_cut(req, manager.run_sync(body.base, lambda lm: reference_cut(lm, req, limits)))
 
     def variant_phase(lm: LoadedModel) -> tuple[Any, LoadedModel, Any]:

@@ -21,7 +21,9 @@ from analysis.errors import InputError
 from analysis.models import LoadedModel
 from analysis.neurons.search import search as search_index
 from analysis.probe import MAX_PROBED, ProbeResult, probe
+from app.services.index_readers import IndexReaders
 from app.services.runs import load_result
+from app.store.tables import IndexRecord
 
 KEEP_ATTRIBUTIONS = 8
 
@@ -90,9 +92,9 @@ def run_probe(result: CircuitResult, lm: LoadedModel, neurons: Sequence[tuple[in
                  peaks=peaks, found=found)
 
 
-async def probe_run(run: Any, manager: Any, labels: Any, indexes: Any, *, query: str | None,
-                    neurons: Sequence[tuple[int, int]], factor: float,
-                    limit: int) -> tuple[ProbeResult, Any]:
+async def probe_run(run: Any, manager: Any, labels: Any, readers: IndexReaders, *,
+                    query: str | None, neurons: Sequence[tuple[int, int]], factor: float,
+                    limit: int) -> tuple[ProbeResult, IndexRecord | None]:
     """The probe of a stored run: the index's hits for ``query`` (best ``limit``) and the
     named ``neurons``; returns the result and the index row it searched (or None)."""
     result = load_result(run, manager, labels)
@@ -101,7 +103,7 @@ async def probe_run(run: Any, manager: Any, labels: Any, indexes: Any, *, query:
         raise InputError("type a concept (e.g. kidney) or name neurons (e.g. L6/N1284)",
                          field="query")
     base = manager.spec(run.model).base
-    row, reader = await run_in_threadpool(indexes.index_for, run.model, base)
+    row, reader = await run_in_threadpool(readers.index_for, run.model, base)
     found: dict[tuple[int, int], dict[str, object]] = {}
     if query is not None:
         if reader is None:

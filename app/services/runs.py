@@ -10,7 +10,7 @@ from analysis.attribution import CircuitResult, CircuitSettings
 from analysis.errors import NotFound
 from analysis.models import LoadedModel
 from app.schemas import AttributeRequest, prompt_spec
-from app.services.indexes import IndexService
+from app.services.index_readers import IndexReaders
 from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.labels import LabelStore
@@ -35,10 +35,10 @@ def run_payload(run: Run, cached: bool) -> dict[str, Any]:
 
 def compute_or_reuse(lm: LoadedModel, req: CircuitRequest, use_cache: bool,
                      settings: Settings, runs: RunStore, labels: LabelStore,
-                     indexes: IndexService | None = None) -> tuple[Run, bool]:
-    """Runs in the model thread: a stored identical run is returned as is. With an
-    index service, a complete exemplar index's always-on flags join the prompt's."""
-    known = indexes.known_always_on(lm.name, lm.spec.base) if indexes is not None else None
+                     readers: IndexReaders | None = None) -> tuple[Run, bool]:
+    """Runs in the model thread: a stored identical run is returned as is. With the
+    index readers, a complete exemplar index's always-on flags join the prompt's."""
+    known = readers.known_always_on(lm.name, lm.spec.base) if readers is not None else None
     prep = prepare(lm, req, settings.circuit_limits, known)
     if use_cache and (hit := runs.by_key(prep.key)) is not None:
         return hit, True

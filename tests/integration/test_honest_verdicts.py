@@ -26,7 +26,7 @@ from analysis.correction.config import CorrectionTarget, TrainingConfig
 from analysis.evaluation import CORRECTED_RULE, EvalItem, evaluate_items
 from analysis.models import ModelSpec, embedded_spec, load_model
 from analysis.prompts import PromptSpec, format_prompt, in_format
-from app.jobs.evaluation import evaluate_variant
+from app.jobs.job_evaluation import evaluate_variant
 from app.jobs.job_settings import JobSettings
 from app.jobs.runner import _comparison_saver
 from app.main import create_app

@@ -168,8 +168,8 @@ def test_a_build_whose_worker_is_killed_is_interrupted_and_resumes(
     row = wait_for(in_state("interrupted"), "the killed build to read 'interrupted'")
     assert queue.get(row["job_id"]).state == "interrupted" and row["error"]
 
-    [resumed] = app_client.app.state.indexes.resume_interrupted()  # type: ignore[attr-defined]
+    [resumed] = app_client.app.state.index_builds.resume_interrupted()  # type: ignore[attr-defined]
     assert resumed.id == row["id"] and resumed.job_id != row["job_id"]
     row = wait_for(in_state("ready"), "the resumed build to finish")
     assert row["tokens_done"] == row["tokens_total"] > 0
-    assert app_client.app.state.indexes.resume_interrupted() == []  # type: ignore[attr-defined]
+    assert app_client.app.state.index_builds.resume_interrupted() == []  # type: ignore[attr-defined]

@@ -49,8 +49,8 @@ def test_batched_effects_equal_one_ablation_at_a_time(run) -> None:  # type: ign
 
 
 def _clean_acts(lm, ids, layer: int, neuron: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    from analysis.access import node_values
     from analysis.attribution.adapters import get_adapter
+    from analysis.nnsight_traces import node_values
 
     return node_values(get_adapter(lm.model), ids, layer, neuron).float()
 

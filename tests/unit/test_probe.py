@@ -152,14 +152,14 @@ def test_a_run_page_says_an_index_is_building_with_its_progress(client_run) -> N
     from app.store.tables import Job
 
     client, run_id, _ = client_run
-    indexes = client.app.state.indexes
+    builds = client.app.state.index_builds
     corpus = Corpus.of("kidney-glosses", ["the kidneys filter the blood"])
-    row = indexes.build("tiny-llama", "rev", corpus, {"kind": "default"}, {})
+    row = builds.build("tiny-llama", "rev", corpus, {"kind": "default"}, {})
     queued = client.get(f"/runs/{run_id}/concepts").text
     assert 'id="index-status" data-state="queued"' in queued and "queued" in queued
     assert 'hx-trigger="every 15s"' in queued and "No exemplar index" not in queued
-    indexes.store.update(row.id, state=BUILDING, tokens_done=5_000, tokens_total=20_000)
-    with indexes.queue.store.sessions() as s:
+    builds.store.update(row.id, state=BUILDING, tokens_done=5_000, tokens_total=20_000)
+    with builds.queue.store.sessions() as s:
         job = s.get(Job, row.job_id)
         job.progress = {"tokens_per_s": 250.0, "eta_s": 60.0}
         s.commit()

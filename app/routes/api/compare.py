@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from analysis.comparison.layer_patching import LayerShare
-from app.deps import IndexesDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import IndexReadersDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import CompareBody, PatchingBody
 from app.services.compare import (
     run_comparison,
@@ -31,11 +31,11 @@ def _payload(run: Run, runs: RunStore) -> dict[str, Any]:
 
 @router.post("/compare")
 async def compare_api(body: CompareBody, manager: ManagerDep, settings: SettingsDep,
-                      runs: RunsDep, indexes: IndexesDep) -> dict[str, Any]:
+                      runs: RunsDep, readers: IndexReadersDep) -> dict[str, Any]:
     """Run base and variant on one prompt (and a prompt set): predictions, per-neuron
     categories, verdict with reasons, weight changes and layer patching. Both circuits
     are saved as runs (`base_run`, `tuned_run`)."""
-    run = await run_in_threadpool(run_comparison, body, manager, settings, runs, indexes)
+    run = await run_in_threadpool(run_comparison, body, manager, settings, runs, readers)
     return _payload(run, runs)
 
 

@@ -13,11 +13,19 @@ from analysis.attribution.effects import EFFECT_RULE, top_drivers
 from analysis.errors import InputError
 from analysis.probe import parse_neurons
 from app.access import computes
-from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import (
+    IndexBuildsDep,
+    IndexReadersDep,
+    LabelsDep,
+    ManagerDep,
+    NeuronMeaningsDep,
+    RunsDep,
+    SettingsDep,
+)
 from app.schemas import NAME_PATTERN, DraftsBody, ProbeBody
 from app.services.drafts import drafts_for_run
 from app.services.effects import effects_for
-from app.services.indexes import promoted_tokens, run_candidates
+from app.services.neuron_meanings import promoted_tokens, run_candidates
 from app.services.probe import probe_run
 from app.services.runs import load_result, stored_run
 from app.store.tables import IndexRecord
@@ -44,67 +52,66 @@ class BuildIndexRequest(BaseModel):
 
 
 @router.post("/corpora")
-async def upload_corpus(indexes: IndexesDep,
+async def upload_corpus(builds: IndexBuildsDep,
                         file: Annotated[UploadFile, File(description=".txt or .jsonl")],
                         ) -> dict[str, Any]:
     """Check and keep a corpus (one text per line, or JSONL with a "text" field)."""
     data = await file.read()
-    corpus, ref = await run_in_threadpool(indexes.save_upload, file.filename or "corpus.txt",
+    corpus, ref = await run_in_threadpool(builds.save_upload, file.filename or "corpus.txt",
                                           data)
     return {"key": corpus.key, "name": corpus.name, "texts": len(corpus.texts), **ref}
 
 
 @router.post("/indexes", status_code=202)
-async def build_index(body: BuildIndexRequest, indexes: IndexesDep, manager: ManagerDep,
+async def build_index(body: BuildIndexRequest, builds: IndexBuildsDep, manager: ManagerDep,
                       settings: SettingsDep) -> dict[str, Any]:
     """Queue an index build, or return the index that already covers (model, revision,
     corpus): a rebuild is never needed for the same triple."""
     model = body.model or settings.default_model
     manager.spec(model)  # an unknown model is a 404 before anything is written
     if body.corpus == "default":
-        corpus, ref = await run_in_threadpool(indexes.default_corpus)
+        corpus, ref = await run_in_threadpool(builds.default_corpus)
     else:
-        corpus, ref = await run_in_threadpool(indexes.corpus_file, body.corpus)
+        corpus, ref = await run_in_threadpool(builds.corpus_file, body.corpus)
     revision = await manager.run(model, lambda lm: lm.revision)
-    row = await run_in_threadpool(indexes.build, model, revision, corpus, ref,
+    row = await run_in_threadpool(builds.build, model, revision, corpus, ref,
                                   {"top_k": body.top_k})
     return index_json(row)
 
 
 @router.get("/indexes")
-async def list_indexes(indexes: IndexesDep,
+async def list_indexes(builds: IndexBuildsDep,
                        model: Annotated[str | None, Query(max_length=64,
                                                           pattern=NAME_PATTERN)] = None,
                        ) -> dict[str, Any]:
-    return {"indexes": [index_json(r) for r in indexes.list(model)]}
+    return {"indexes": [index_json(r) for r in builds.list(model)]}
 
 
 @router.get("/neurons/search")
-async def search_neurons(indexes: IndexesDep, manager: ManagerDep, settings: SettingsDep,
+async def search_neurons(meanings: NeuronMeaningsDep, manager: ManagerDep, settings: SettingsDep,
                          q: Annotated[str, Query(min_length=1, max_length=100)],
                          model: Annotated[str | None, Query(max_length=64,
                                                             pattern=NAME_PATTERN)] = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """Neurons whose exemplars or description mention the words, best first."""
     name = model or settings.default_model
-    row, hits = await run_in_threadpool(indexes.search, name, manager.spec(name).base, q,
+    row, hits = await run_in_threadpool(meanings.search, name, manager.spec(name).base, q,
                                         limit)
-    return {"model": name, "index_id": row.id if row else None, "query": q,
-            "hits": [h.model_dump(mode="json") if hasattr(h, "model_dump") else h
-                     for h in hits]}
+    return {"model": name, "index_id": row.id, "query": q,
+            "hits": [h.model_dump(mode="json") for h in hits]}
 
 
 @router.get("/runs/{run_id}/concepts")
 @computes
 async def run_concepts(run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
-                       indexes: IndexesDep,
+                       readers: IndexReadersDep,
                        limit: Annotated[int, Query(ge=1, le=100)] = 15) -> dict[str, Any]:
     """Upstream concept candidates towards B (Stage 4), best first, with the reasons for
     each rank, exemplars and topic words when the model (or its base) has an index."""
     run = stored_run(runs, run_id)
     result = load_result(run, manager, labels)
     found, row = await manager.run(run.model,
-                                   lambda lm: run_candidates(result, lm, indexes, limit))
+                                   lambda lm: run_candidates(result, lm, readers, limit))
     return {"run_id": run_id, "index_id": row.id if row else None,
             "candidates": [c.model_dump(mode="json") for c in found]}
 
@@ -128,7 +135,7 @@ async def run_drivers(run_id: str, runs: RunsDep, manager: ManagerDep,
 @router.post("/runs/{run_id}/probe")
 @computes
 async def run_probe(run_id: str, body: ProbeBody, runs: RunsDep, manager: ManagerDep,
-                    labels: LabelsDep, indexes: IndexesDep) -> dict[str, Any]:
+                    labels: LabelsDep, readers: IndexReadersDep) -> dict[str, Any]:
     """Does the model use a concept on this run's prompt, and which way does it push?
     The exemplar index's neurons for ``query`` (and the named ``neurons``), each with its
     activation at every position, its attributed influence on m (a fresh dense
@@ -136,7 +143,7 @@ async def run_probe(run_id: str, body: ProbeBody, runs: RunsDep, manager: Manage
     kept it and why not (``rule``), and the measured effect of scaling them all together
     by ``factor`` (m, P(A), P(B) before -> after)."""
     run = stored_run(runs, run_id)
-    probed, row = await probe_run(run, manager, labels, indexes, query=body.query,
+    probed, row = await probe_run(run, manager, labels, readers, query=body.query,
                                   neurons=parse_neurons(" ".join(body.neurons)),
                                   factor=body.factor, limit=body.limit)
     return {"run_id": run_id, "index_id": row.id if row else None,
@@ -160,7 +167,7 @@ async def run_drafts(run_id: str, body: DraftsBody, runs: RunsDep, manager: Mana
 
 
 @router.post("/neurons/{layer}/{neuron}/describe")
-async def llm_describe_route(layer: int, neuron: int, indexes: IndexesDep,
+async def llm_describe_route(layer: int, neuron: int, meanings: NeuronMeaningsDep,
                              manager: ManagerDep, settings: SettingsDep,
                              model: Annotated[str | None, Query(max_length=64,
                                                                 pattern=NAME_PATTERN)] = None,
@@ -174,10 +181,9 @@ async def llm_describe_route(layer: int, neuron: int, indexes: IndexesDep,
     name = model or settings.default_model
     base = manager.spec(name).base
     promotes = await manager.run(name, lambda lm: promoted_tokens(lm, layer, neuron))
-    await run_in_threadpool(indexes.llm_description, name, base, layer, neuron, endpoint,
-                            promotes)
-    row, _ = indexes.index_for(name, base)
-    owner = row.model if row else name
+    row = await run_in_threadpool(meanings.llm_description, name, base, layer, neuron,
+                                  endpoint, promotes)
+    owner = row.model  # the index's model (a variant reads its base's) owns the description
     return {"model": owner, "layer": layer, "neuron": neuron,
-            "descriptions": indexes.store.descriptions(owner, layer, neuron),
-            "prompt": indexes.description_meta(owner, layer, neuron).get("prompt")}
+            "descriptions": meanings.descriptions(owner, layer, neuron),
+            "prompt": meanings.description_meta(owner, layer, neuron).get("prompt")}

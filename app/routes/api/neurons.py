@@ -12,7 +12,7 @@ from analysis.errors import InputError, NotFound
 from analysis.models import LoadedModel
 from analysis.prompts import PromptSpec
 from app.access import computes
-from app.deps import IndexesDep, LabelsDep, ManagerDep, SettingsDep
+from app.deps import LabelsDep, ManagerDep, NeuronMeaningsDep, SettingsDep
 from app.schemas import NAME_PATTERN, LabelRequest
 from app.services.runs import label_model
 from frontend.neurons import neuron_meaning
@@ -32,7 +32,7 @@ def _existing(lm: LoadedModel, layer: int, neuron: int) -> None:
 @computes
 async def neuron_route(
     layer: Index, neuron: Index, manager: ManagerDep, settings: SettingsDep,
-    labels: LabelsDep, indexes: IndexesDep,
+    labels: LabelsDep, meanings: NeuronMeaningsDep,
     model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN)] = None,
     prompt: Annotated[str | None, Query(max_length=4000)] = None,
     chat_template: bool = False,
@@ -52,7 +52,7 @@ async def neuron_route(
         _existing(lm, layer, neuron)
         desc = describe(lm, layer, neuron, spec, top_k, settings.circuit_limits)
         label = labels.get(label_model(lm), layer, neuron)
-        meaning = indexes.meaning(lm.name, lm.spec.base, layer, neuron, label, neuron_meaning)
+        meaning = meanings.meaning(lm.name, lm.spec.base, layer, neuron, label, neuron_meaning)
         return {**desc.model_dump(mode="json"), "model": lm.name, "label": label,
                 "meaning": meaning.to_json() if meaning else None}
 

@@ -20,7 +20,7 @@ from analysis.attribution import (
 )
 from analysis.attribution.paths import MAX_K, CircuitPath, top_paths
 from analysis.estimate import Estimate, check_size
-from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
+from app.deps import IndexReadersDep, LabelsDep, ManagerDep, RunsDep, SettingsDep
 from app.schemas import AttributeRequest, InterveneRequest, prompt_spec
 from app.services.runs import circuit_request, compute_or_reuse, run_payload, stored_run
 
@@ -30,14 +30,14 @@ router = APIRouter(prefix="/api/v1", tags=["circuits"])
 @router.post("/attribute")
 async def attribute_route(body: AttributeRequest, manager: ManagerDep, settings: SettingsDep,
                           runs: RunsDep, labels: LabelsDep,
-                          indexes: IndexesDep) -> dict[str, Any]:
+                          readers: IndexReadersDep) -> dict[str, Any]:
     """Contrastive attribution of one prompt: nodes, edges, faithfulness; saved as a run."""
     req = circuit_request(body)
 
     def work(lm: Any) -> tuple[Any, bool, Estimate]:
         expected = estimate_request(lm, req, settings.circuit_limits)
         run, cached = compute_or_reuse(lm, req, body.use_cache, settings, runs, labels,
-                                       indexes)
+                                       readers)
         return run, cached, expected
 
     run, cached, expected = await manager.run(body.model or settings.default_model, work)

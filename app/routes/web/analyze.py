@@ -14,7 +14,14 @@ from analysis.estimate import Estimate, check_size
 from analysis.models import LoadedModel
 from analysis.predict import predict, predict_formats
 from analysis.screening import MAX_PROMPT_CHARS
-from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
+from app.deps import (
+    IndexReadersDep,
+    LabelsDep,
+    ManagerDep,
+    RunsDep,
+    SettingsDep,
+    templates_of,
+)
 from app.routes.web.forms import AnalyzeForm, page_context
 from app.routes.web.rendering import render_run
 from app.schemas import prompt_spec
@@ -74,7 +81,7 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
 @router.post("/analyze/run", response_class=HTMLResponse)
 async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
                       manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
-                      labels: LabelsDep, indexes: IndexesDep) -> HTMLResponse:
+                      labels: LabelsDep, readers: IndexReadersDep) -> HTMLResponse:
     """Attribute the prompt, save the run, and show it; the URL becomes its permalink."""
     if not form.answer_a.strip():
         raise InputError("a circuit needs answer A (the answer the metric pushes towards)",
@@ -83,7 +90,7 @@ async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
                          answer_b=form.answer_b or None, settings=CircuitSettings.of(form))
     run, _cached = await manager.run(
         form.model or settings.default_model,
-        lambda lm: compute_or_reuse(lm, req, True, settings, runs, labels, indexes),
+        lambda lm: compute_or_reuse(lm, req, True, settings, runs, labels, readers),
     )
     response = render_run(request, run, manager, labels, fragment=True)
     response.headers["HX-Push-Url"] = f"/runs/{run.id}"

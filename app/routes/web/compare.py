@@ -10,7 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from analysis.screening import MAX_PROMPT_CHARS
-from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
+from app.deps import (
+    IndexReadersDep,
+    LabelsDep,
+    ManagerDep,
+    RunsDep,
+    SettingsDep,
+    templates_of,
+)
 from app.routes.web.forms import COMPARE_DEFAULTS, CompareForm, run_form_values
 from app.services.compare import (
     PROMPT_SET_HELP,
@@ -98,9 +105,9 @@ async def compare_page(
 @router.post("/compare/run", response_class=HTMLResponse)
 async def compare_run(request: Request, form: Annotated[CompareForm, Form()],
                       manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
-                      labels: LabelsDep, indexes: IndexesDep) -> HTMLResponse:
+                      labels: LabelsDep, readers: IndexReadersDep) -> HTMLResponse:
     run = await run_in_threadpool(run_comparison, form.body(), manager, settings, runs,
-                                  indexes)
+                                  readers)
     response = templates_of(request).TemplateResponse(
         request, "_compare.html", {"c": _view(run, runs, manager, labels)})
     response.headers["HX-Push-Url"] = f"/compare/{run.id}"

@@ -8,26 +8,27 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from analysis.attribution import CircuitResult
 from analysis.errors import CircuitlabError
-from app.deps import get_indexes, get_settings, templates_of
+from app.deps import get_neuron_meanings, get_settings, templates_of
 from app.routes.web.forms import page_context, run_form_values, settings_form_values
-from app.services.indexes import IndexService
 from app.services.model_manager import ModelManager
+from app.services.neuron_meanings import NeuronMeanings
 from app.services.runs import load_result, tau_floor
 from app.store.labels import LabelStore
 from app.store.tables import Run
-from frontend.neurons import neuron_gist
+from frontend.neurons import NeuronGist, neuron_gist
 from frontend.views import graph_view, run_view
 
 
-def run_gists(indexes: IndexService, manager: ModelManager, model: str,
-              result: Any) -> dict[tuple[int, int], Any]:
+def run_gists(meanings: NeuronMeanings, manager: ModelManager, model: str,
+              result: CircuitResult) -> dict[tuple[int, int], NeuronGist]:
     """The neurons table's "responds to" lines, from the model's (or its base's) index."""
     try:
         base = manager.spec(model).base
     except CircuitlabError:  # a run of a model no longer registered
         base = None
-    return indexes.gists(model, base, sorted({(n.layer, n.neuron) for n in result.nodes}),
+    return meanings.gists(model, base, sorted({(n.layer, n.neuron) for n in result.nodes}),
                          neuron_gist)
 
 
@@ -35,10 +36,10 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
                fragment: bool) -> HTMLResponse:
     result = load_result(run, manager, labels)
     floor = tau_floor(result)
+    gists = run_gists(get_neuron_meanings(request), manager, run.model, result)
     ctx: dict[str, Any] = {
         "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
-        "graph": graph_view(result, len(result.nodes), None, 0.0,
-                            gists=run_gists(get_indexes(request), manager, run.model, result)),
+        "graph": graph_view(result, len(result.nodes), None, 0.0, gists=gists),
         "tau_floor": floor,
     }
     templates = templates_of(request)

@@ -15,7 +15,14 @@ from analysis.attribution.logit_lens import check_model_neuron, describe_neuron
 from analysis.attribution.paths import MAX_K, top_paths
 from analysis.models import LoadedModel
 from app.access import computes
-from app.deps import IndexesDep, LabelsDep, ManagerDep, RunsDep, SettingsDep, templates_of
+from app.deps import (
+    LabelsDep,
+    ManagerDep,
+    NeuronMeaningsDep,
+    RunsDep,
+    SettingsDep,
+    templates_of,
+)
 from app.routes.web.rendering import render_run, run_gists
 from app.services.runs import label_owner, load_result, stored_run
 from app.store.runs import RunStore
@@ -54,7 +61,7 @@ def collapse_names(collapse: list[str]) -> set[str]:
 @router.get("/runs/{run_id}/graph", response_class=HTMLResponse)
 async def run_graph(
     request: Request, run_id: str, runs: RunsDep, manager: ManagerDep, labels: LabelsDep,
-    indexes: IndexesDep,
+    meanings: NeuronMeaningsDep,
     tau: Annotated[float | None, Query(gt=0, le=1)] = None,
     edge_threshold: Annotated[float, Query(ge=0)] = 0.0,
     collapse: Annotated[list[str], Query(max_length=2000)] = [],  # noqa: B006 - FastAPI copies
@@ -68,7 +75,7 @@ async def run_graph(
     return templates_of(request).TemplateResponse(request, "_graph.html", {
         "graph": graph_view(view, len(result.nodes), tau, edge_threshold,
                             supernodes=groups, collapsed=collapse_names(collapse),
-                            gists=run_gists(indexes, manager, run.model, view)),
+                            gists=run_gists(meanings, manager, run.model, view)),
         "run": run_view(result, run_id)})
 
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from analysis.access import envoy, node_values, patched_last, traced
 from analysis.attribution import NeuronEdit, intervene
 from analysis.attribution.adapters import ArchAdapter, get_adapter
 from analysis.attribution.logit_lens import neuron_activations
+from analysis.nnsight_traces import envoy, node_values, patched_last, traced
 from tests.unit.tiny_models import ARCHS, build, random_ids
 
 
