@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.answers import AnswerToken, resolve_answer, resolve_contrast
 from analysis.attribution import (
@@ -45,7 +45,11 @@ class CircuitLimits(BaseModel):
 
 
 class CircuitRequest(BaseModel):
-    """What determines a circuit besides the model: prompt, contrast and settings."""
+    """What determines a circuit besides the model: prompt, contrast and settings. (An
+    index's always-on flags go to :func:`prepare`; an unknown field is an error, never
+    silently dropped.)"""
+
+    model_config = ConfigDict(extra="forbid")
 
     prompt: PromptSpec
     answer_a: str

@@ -249,12 +249,17 @@ def analyze(
     from analysis.attribution import CircuitSettings, render_summary, to_circuit_tracer
     from analysis.attribution.export import write_viewer_files
     from analysis.prompts import PromptSpec
+    from app.services import build_services
+    from app.services.runs import prepared_circuit
 
     if (contrastive is None) == (target is None):
         _fail(CircuitlabError("give either --contrastive A B or --target A", field="answers"))
     answer_a, answer_b = contrastive if contrastive else (target, None)
     try:
         lm, settings = _load(model)
+        # The model's complete exemplar index flags always-on neurons here as it does
+        # for the server's runs: the same prompt keeps the same circuit from either.
+        readers = build_services(settings).index_readers
         req = CircuitRequest(
             prompt=PromptSpec(prompt=prompt, chat_template=chat_template,
                               system_prompt=system_prompt, answer_prefix=answer_prefix),
@@ -264,7 +269,8 @@ def analyze(
                 mass=mass or 0.8, max_nodes=max_nodes, edges=not no_edges,
                 edge_threshold=edge_threshold, ig_steps=ig_steps),
         )
-        result = run_analyze(lm, req, settings.circuit_limits)
+        result = run_analyze(lm, req, settings.circuit_limits, prepared=prepared_circuit(
+            lm, req, settings.circuit_limits, readers))
     except CircuitlabError as exc:
         _fail(exc)
         return
@@ -322,7 +328,7 @@ def compare(
                            answer_prefix=answer_prefix, answer_a=contrastive[0],
                            answer_b=contrastive[1], method=method,  # type: ignore[arg-type]
                            tau=tau, max_nodes=max_nodes, prompt_set=items)
-        run = run_comparison(body, services.manager, settings, runs)
+        run = run_comparison(body, services.manager, settings, runs, services.index_readers)
     except (CircuitlabError, ValidationError) as exc:
         _fail(exc)
         return

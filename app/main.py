@@ -44,10 +44,8 @@ from app.routes.web import supernodes as supernodes_web
 from app.security_headers import install_security_headers
 from app.services import build_services
 from app.services.index_builds import IndexBuilds
-from app.services.index_readers import IndexReaders
 from app.services.neuron_meanings import NeuronMeanings
 from app.settings import PROJECT_ROOT, Settings
-from app.store.indexes import IndexStore
 from frontend.jobs import concept_link
 
 log = logging.getLogger("circuitlab")
@@ -113,9 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.supernodes = services.supernodes
     app.state.jobs = jobs
     # Exemplar indexes: builds (jobs in the queue), readers, and what a neuron means.
-    index_store = IndexStore(services.sessions)
+    index_store, readers = services.index_store, services.index_readers
     app.state.index_builds = IndexBuilds(index_store, jobs, settings.data_dir)
-    app.state.index_readers = readers = IndexReaders(index_store, settings.data_dir)
+    app.state.index_readers = readers
     app.state.neuron_meanings = NeuronMeanings(index_store, readers)
     app.state.templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
     # The one-click format switch reads the named formats from analysis, declared once.

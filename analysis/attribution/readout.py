@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from analysis.attribution.results import METRIC_NODE_ID, CircuitResult, Node
+from analysis.neuron_ref import neuron_name
 
 
 def show_token(text: str | None, token_id: int | None = None) -> str:
@@ -65,6 +66,13 @@ def render_summary(result: CircuitResult, max_nodes: int = 20) -> str:
         f"Circuit: {len(result.nodes)} nodes ({rule}; per-layer top {p.per_layer_top_k}), "
         f"kept nodes' influence sum {total:+.2f} (net toward {net})"
     )
+    dropped = [n for n in result.always_on if n.dropped]
+    if dropped:
+        source = f" (with {result.always_on_source})" if result.always_on_source else ""
+        lines.append(f"Always-on: {len(dropped)} neuron{'s' if len(dropped) != 1 else ''} "
+                     f"left out of the kept nodes{source}: "
+                     + ", ".join(neuron_name(n.layer, n.neuron) for n in dropped[:8])
+                     + (" ..." if len(dropped) > 8 else ""))
     for title, group in (
         (name_b, [n for n in result.nodes if n.influence <= 0]),
         (name_a, [n for n in result.nodes if n.influence > 0]),

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.analyze import CircuitRequest, analyze, prepare
+from analysis.analyze import (
+    CircuitLimits,
+    CircuitRequest,
+    PreparedCircuit,
+    analyze,
+    prepare,
+)
 from analysis.attribution import CircuitResult, CircuitSettings
 from analysis.errors import NotFound
 from analysis.models import LoadedModel
@@ -33,13 +39,21 @@ def run_payload(run: Run, cached: bool) -> dict[str, Any]:
             "result": run.result}
 
 
+def prepared_circuit(lm: LoadedModel, req: CircuitRequest, limits: CircuitLimits,
+                     readers: IndexReaders | None) -> PreparedCircuit:
+    """The request resolved against the model, with the always-on flags of its complete
+    exemplar index (when the readers know one): one rule for the server's runs and the
+    CLI's, so a prompt keeps the same circuit from either."""
+    known = readers.known_always_on(lm.name, lm.spec.base) if readers is not None else None
+    return prepare(lm, req, limits, known)
+
+
 def compute_or_reuse(lm: LoadedModel, req: CircuitRequest, use_cache: bool,
                      settings: Settings, runs: RunStore, labels: LabelStore,
                      readers: IndexReaders | None = None) -> tuple[Run, bool]:
     """Runs in the model thread: a stored identical run is returned as is. With the
     index readers, a complete exemplar index's always-on flags join the prompt's."""
-    known = readers.known_always_on(lm.name, lm.spec.base) if readers is not None else None
-    prep = prepare(lm, req, settings.circuit_limits, known)
+    prep = prepared_circuit(lm, req, settings.circuit_limits, readers)
     if use_cache and (hit := runs.by_key(prep.key)) is not None:
         return hit, True
     result = analyze(lm, req, settings.circuit_limits, prepared=prep)

@@ -117,12 +117,14 @@ def test_compare_in_the_seeds_chat_format(embedded_lm, v4_full_variant, tmp_path
     """Compare end to end in the seeds' chat format: the sides' m are the models' own,
     the target row carries whole-answer probabilities, and the verdict follows m."""
     from analysis.analyze import CircuitRequest
+    from analysis.attribution import CircuitSettings
     from analysis.comparison import CompareRequest, compare_loaded
 
     tuned = load_model(ModelSpec(name="v4-chat", source="local", path=v4_full_variant,
                                  kind="full", base=embedded_lm.name), tmp_path)
-    req = CompareRequest(circuit=CircuitRequest(prompt=CHAT, answer_a=" aldosterone",
-                                                answer_b=" renin", tau=0.15, max_nodes=60))
+    req = CompareRequest(circuit=CircuitRequest(
+        prompt=CHAT, answer_a=" aldosterone", answer_b=" renin",
+        settings=CircuitSettings(tau=0.15, max_nodes=60)))
     result = compare_loaded(embedded_lm, tuned, req)
     for side, lm in ((result.base, embedded_lm), (result.tuned, tuned)):
         p = predict(lm, CHAT, [" aldosterone", " renin"])

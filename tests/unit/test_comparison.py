@@ -35,10 +35,11 @@ def _load(path: Path, name: str, kind: str = "base", base: str | None = None) ->
     return load_model(spec, path.parent)
 
 
-def _request(**circuit: object) -> CompareRequest:
+def _request(settings: dict[str, object] | None = None) -> CompareRequest:
     return CompareRequest(
         circuit=CircuitRequest(prompt=PromptSpec(prompt=PROMPT), answer_a=" aldosterone",
-                               answer_b=" renin", edges=False, **circuit),
+                               answer_b=" renin",
+                               settings={"edges": False, **(settings or {})}),
         prompt_set=[PromptSetItem(kind="side_effect", prompt="The capital of France is",
                                   expected=" Paris", wrong=" renin")],
     )
