@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -146,6 +147,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for web in (analyze_web, runs_web, supernodes_web, screen_web, compare_web, jobs_web,
                 neurons_web, login_web):
         app.include_router(web.router)
+    # static/js/ holds ES modules, which a browser runs only when served as JavaScript
+    # (nosniff): name the type rather than trust the host's MIME table (some map .js
+    # to text/plain). StaticFiles guesses with the mimetypes module.
+    mimetypes.add_type("text/javascript", ".js")
     app.mount("/static", StaticFiles(directory=str(PROJECT_ROOT / "static")), name="static")
 
     @app.get("/vendor/{name}", include_in_schema=False)

@@ -163,7 +163,7 @@ def test_every_answer_says_nosniff_and_pages_allow_only_own_scripts(client: Test
 
 
 def test_templates_have_no_inline_scripts_or_handlers() -> None:
-    """The CSP forbids them: behaviour lives in static/circuitlab.js (data-action)."""
+    """The CSP forbids them: behaviour lives in static/js/ (data-action)."""
     import re
     from pathlib import Path
 
