@@ -240,6 +240,19 @@ def test_selection_paths_edge_hover_groups_and_the_permalink(page, live_server: 
     page.wait_for_selector("#paths-why-b li.path")
     scores = [float(s) for s in page.locator("#paths-why-b li.path b").all_inner_texts()]
     assert scores and all(s < 0 for s in scores)
+    # Clearing the selection while Why B is still loading: its late answer must not
+    # fill the cleared list again. The test holds the answer back until the list is
+    # cleared, then lets it through.
+    held: list = []
+    page.route("**/paths?*", lambda route: held.append(route))
+    with page.expect_request("**/paths?*"):
+        page.click("#why-b-btn")
+    page.click("#clear-selection")
+    page.unroute("**/paths?*")
+    for route in held:
+        route.continue_()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("#paths li.path").count() == 0
 
     # Shift-click a second node: two selected, the group form offers them.
     best = centre_of(page, best["id"])
