@@ -31,17 +31,16 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import socket
 from collections.abc import Callable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analysis.errors import CircuitlabError
+from app.access_settings import binds_beyond_loopback, is_loopback_address
 from app.error_responses import error_response
 from app.route_table import route_table
 
@@ -52,22 +51,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_COOKIE = "circuitlab_session"
 _MARK = "__circuitlab_access__"
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class AccessSettings(BaseModel):
-    """``CIRCUITLAB_ACCESS__*``; the token itself is ``CIRCUITLAB_API_TOKEN``."""
-
-    insecure_no_token: bool = Field(
-        False, description="Serve beyond localhost WITHOUT a token: anyone who can reach "
-                           "the port may write labels, queue jobs and occupy the model. "
-                           "`circuitlab serve --insecure-no-token`.")
-    protect_reads: bool = Field(
-        False, description="Beyond localhost, reading pages and stored runs needs the "
-                           "token too (sign in at /login).")
-    trusted_origins: list[str] = Field(
-        default_factory=list, description="Origins besides the app's own whose form posts "
-                                          "are accepted, e.g. https://lab.example.org "
-                                          "behind a TLS proxy.")
 
 
 class Unauthorized(CircuitlabError):
@@ -99,31 +82,6 @@ def route_needs_token(methods: set[str], endpoint: Any, protect_reads: bool) -> 
     if mark == "open":
         return False
     return mark == "computes" or protect_reads or bool(set(methods) - SAFE_METHODS)
-
-
-def is_loopback_address(text: str) -> bool:
-    try:
-        address = ipaddress.ip_address(text.split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-@lru_cache(maxsize=32)
-def binds_beyond_loopback(host: str) -> bool:
-    """Whether binding ``host`` listens on any non-loopback address. A name is resolved
-    (what the server will bind); one that does not resolve counts as beyond loopback."""
-    if host in ("", "0.0.0.0", "::"):
-        return True
-    if is_loopback_address(host):
-        return False
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return True
-    return not infos or not all(is_loopback_address(str(i[4][0])) for i in infos)
 
 
 def off_localhost(settings: Settings, scope: dict[str, Any]) -> bool:

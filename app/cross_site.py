@@ -26,7 +26,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.access import SAFE_METHODS, is_loopback_address, off_localhost
+from app.access import SAFE_METHODS, off_localhost
+from app.access_settings import is_loopback_address
 from app.settings import Settings
 
 # File uploads over the API are multipart by nature; the Origin check above still

@@ -33,7 +33,7 @@ from analysis.embedded import DEFAULT_EMBEDDED
 from analysis.llm_describe import LLMEndpoint
 from analysis.models import ModelRegistry, ModelSpec, embedded_specs
 from analysis.predict import Limits
-from app.access import AccessSettings, binds_beyond_loopback
+from app.access_settings import AccessSettings, binds_beyond_loopback
 from app.body_limit import BodyLimits
 from app.jobs.job_settings import JobSettings
 

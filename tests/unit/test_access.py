@@ -18,14 +18,8 @@ from pydantic import SecretStr
 from starlette.routing import Mount
 from typer.testing import CliRunner
 
-from app.access import (
-    SAFE_METHODS,
-    SESSION_COOKIE,
-    AccessSettings,
-    binds_beyond_loopback,
-    route_needs_token,
-    start_refusal,
-)
+from app.access import SAFE_METHODS, SESSION_COOKIE, route_needs_token, start_refusal
+from app.access_settings import AccessSettings, binds_beyond_loopback
 from app.cli import cli
 from app.route_table import route_table
 from app.settings import Settings

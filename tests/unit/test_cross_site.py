@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.access import AccessSettings
+from app.access_settings import AccessSettings
 from app.cross_site import CrossSiteGuard
 from app.settings import Settings
 from tests.unit.access_apps import tiny_client
