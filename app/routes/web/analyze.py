@@ -18,6 +18,7 @@ from app.deps import (
     IndexReadersDep,
     LabelsDep,
     ManagerDep,
+    NeuronMeaningsDep,
     RunsDep,
     SettingsDep,
     templates_of,
@@ -81,7 +82,8 @@ async def analyze_predict(request: Request, form: Annotated[AnalyzeForm, Form()]
 @router.post("/analyze/run", response_class=HTMLResponse)
 async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
                       manager: ManagerDep, settings: SettingsDep, runs: RunsDep,
-                      labels: LabelsDep, readers: IndexReadersDep) -> HTMLResponse:
+                      labels: LabelsDep, readers: IndexReadersDep,
+                      meanings: NeuronMeaningsDep) -> HTMLResponse:
     """Attribute the prompt, save the run, and show it; the URL becomes its permalink."""
     if not form.answer_a.strip():
         raise InputError("a circuit needs answer A (the answer the metric pushes towards)",
@@ -92,6 +94,6 @@ async def analyze_run(request: Request, form: Annotated[AnalyzeForm, Form()],
         form.model or settings.default_model,
         lambda lm: compute_or_reuse(lm, req, True, settings, runs, labels, readers),
     )
-    response = render_run(request, run, manager, labels, fragment=True)
+    response = render_run(request, run, manager, labels, meanings, settings, fragment=True)
     response.headers["HX-Push-Url"] = f"/runs/{run.id}"
     return response

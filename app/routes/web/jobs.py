@@ -19,13 +19,13 @@ from app.deps import (
     QueueDep,
     RunsDep,
     SettingsDep,
-    get_manager,
     templates_of,
 )
 from app.jobs.queue import JobQueue
 from app.routes.web.forms import run_form_values
 from app.routes.web.job_forms import JOB_DEFAULTS, JobForm, form_of, merge_import
 from app.services.jobs import MAX_YAML_CHARS, job_or_404, text_findings
+from app.services.model_manager import ModelManager
 from app.settings import Settings
 from app.store.jobs import ACTIVE, REQUEUEABLE, TERMINAL
 from app.store.tables import Job
@@ -34,9 +34,8 @@ from frontend.jobs import CONCEPT_NAME, concept_box, experiment_rows, job_view, 
 router = APIRouter(include_in_schema=False)
 
 
-def _context(request: Request, settings: Settings, queue: JobQueue,
+def _context(manager: ModelManager, settings: Settings, queue: JobQueue,
              form: dict[str, Any]) -> dict[str, Any]:
-    manager = get_manager(request)
     manager.refresh()
     bases = [s.name for s in manager.registry.specs() if s.kind == "base"]
     return {"form": {**JOB_DEFAULTS, "base_model": settings.default_model, **form},
@@ -52,6 +51,7 @@ def _context(request: Request, settings: Settings, queue: JobQueue,
 @router.get("/jobs", response_class=HTMLResponse)
 async def jobs_page(
     request: Request, settings: SettingsDep, queue: QueueDep, runs: RunsDep,
+    manager: ManagerDep,
     run: Annotated[str, Query(max_length=32)] = "",
     rerun: Annotated[str, Query(max_length=32)] = "",
     concept: Annotated[str, Query(max_length=16, pattern=f"^(?:{CONCEPT_NAME})?$")] = "",
@@ -73,13 +73,14 @@ async def jobs_page(
     kept = [t.strip()[:MAX_DRAFT_CHARS * 5] for t in texts or [] if t.strip()]
     if kept:
         form["texts"] = kept
-    context = _context(request, settings, queue, form)
+    context = _context(manager, settings, queue, form)
     context["concept"] = concept_box(concept, words, ex or [], run)
     return templates_of(request).TemplateResponse(request, "jobs.html", context)
 
 
 @router.post("/jobs/import", response_class=HTMLResponse)
 async def import_yaml(request: Request, settings: SettingsDep, queue: QueueDep,
+                      manager: ManagerDep,
                       yaml_text: Annotated[str, Form(max_length=MAX_YAML_CHARS)] = "",
                       base_model: Annotated[str, Form(max_length=64)] = "") -> HTMLResponse:
     """The seeds' YAML config pasted in: the form comes back filled with it."""
@@ -92,7 +93,7 @@ async def import_yaml(request: Request, settings: SettingsDep, queue: QueueDep,
     if not form["base_model"]:
         form["base_model"] = base_model or settings.default_model
     return templates_of(request).TemplateResponse(
-        request, "_job_form.html", _context(request, settings, queue, form))
+        request, "_job_form.html", _context(manager, settings, queue, form))
 
 
 @router.post("/jobs/check", response_class=HTMLResponse)

@@ -10,11 +10,12 @@ from fastapi.responses import HTMLResponse
 
 from analysis.attribution import CircuitResult
 from analysis.errors import CircuitlabError
-from app.deps import get_neuron_meanings, get_settings, templates_of
+from app.deps import templates_of
 from app.routes.web.forms import page_context, run_form_values, settings_form_values
 from app.services.model_manager import ModelManager
 from app.services.neuron_meanings import NeuronMeanings
 from app.services.runs import load_result, tau_floor
+from app.settings import Settings
 from app.store.labels import LabelStore
 from app.store.tables import Run
 from frontend.neurons import NeuronGist, neuron_gist
@@ -33,10 +34,10 @@ def run_gists(meanings: NeuronMeanings, manager: ModelManager, model: str,
 
 
 def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelStore,
-               fragment: bool) -> HTMLResponse:
+               meanings: NeuronMeanings, settings: Settings, fragment: bool) -> HTMLResponse:
     result = load_result(run, manager, labels)
     floor = tau_floor(result)
-    gists = run_gists(get_neuron_meanings(request), manager, run.model, result)
+    gists = run_gists(meanings, manager, run.model, result)
     ctx: dict[str, Any] = {
         "run": run_view(result, run.id, run.created_at, run.model, run.prompt),
         "graph": graph_view(result, len(result.nodes), None, 0.0, gists=gists),
@@ -47,5 +48,5 @@ def render_run(request: Request, run: Run, manager: ModelManager, labels: LabelS
         return templates.TemplateResponse(request, "_run.html", ctx)
     form = {**run_form_values(run), **settings_form_values(result.params),
             "model": run.model}
-    page = page_context(manager, get_settings(request), form)
+    page = page_context(manager, settings, form)
     return templates.TemplateResponse(request, "analyze.html", {**page, **ctx})

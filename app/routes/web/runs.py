@@ -42,9 +42,11 @@ async def runs_page(request: Request, runs: RunsDep) -> HTMLResponse:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(request: Request, run_id: str, runs: RunsDep, manager: ManagerDep,
-                   labels: LabelsDep) -> HTMLResponse:
+                   labels: LabelsDep, meanings: NeuronMeaningsDep,
+                   settings: SettingsDep) -> HTMLResponse:
     """A run's permalink: the Analyze page with the form and the stored result."""
-    return render_run(request, stored_run(runs, run_id), manager, labels, fragment=False)
+    return render_run(request, stored_run(runs, run_id), manager, labels, meanings, settings,
+                      fragment=False)
 
 
 def run_supernodes(runs: RunStore, run_id: str) -> list[dict[str, Any]]:
