@@ -202,6 +202,25 @@ def _check_nodes(attr: Attribution, nodes: Sequence[Node]) -> None:
         seen.add(node.key)
 
 
+def _instrumented_metric(adapter: ArchAdapter, attr: Attribution, on_mlp_input: Any,
+                         on_output: Any) -> torch.Tensor:
+    """m from one forward with the edge passes' MLP hooks, under the attribution's own
+    backward rule (RelP freezes attention patterns and linearizes; grad x act does not).
+    Call it under ``torch.enable_grad()``."""
+    relp = attr.method == "relp"
+    ids = torch.tensor([attr.input_ids], device=adapter.input_device)
+    emb = adapter.embed(ids).detach()
+    with (
+        matmul_attention(adapter.model, frozen=relp),
+        instrument(adapter, on_mlp_input=on_mlp_input, on_output=on_output,
+                   linearize="relp" if relp else "local", freeze_qk=relp),
+    ):
+        hidden = adapter.hidden(emb)
+        z = metric_logits(adapter, hidden[:, -1], attr.target_a, attr.target_b,
+                          linearize=relp)
+    return metric_from_logits(z)
+
+
 class _EdgeGraph:
     """One instrumented forward pass whose graph is reused by every VJP batch."""
 
@@ -253,24 +272,8 @@ class _EdgeGraph:
                 leaves[layer] = y
             return y
 
-        ids = torch.tensor([attr.input_ids], device=adapter.input_device)
         with torch.enable_grad():
-            emb = adapter.embed(ids).detach()
-            with (
-                matmul_attention(adapter.model, frozen=relp),
-                instrument(
-                    adapter,
-                    on_mlp_input=on_mlp_input,
-                    on_output=on_output,
-                    linearize=linearize,
-                    freeze_qk=relp,
-                ),
-            ):
-                hidden = adapter.hidden(emb)
-                z = metric_logits(
-                    adapter, hidden[:, -1], attr.target_a, attr.target_b, linearize=relp
-                )
-            m = metric_from_logits(z)
+            m = _instrumented_metric(adapter, attr, on_mlp_input, on_output)
         # Output rows: targets layer by layer (same order as ``targets``), then m. Kept as
         # separate parts so a batch only backpropagates from the parts it seeds.
         dtype = upcast(m).dtype
@@ -435,25 +438,9 @@ class _LayerSweep:
             handles.append(block.register_forward_pre_hook(cut_input(layer), with_kwargs=True))
             handles.append(block.register_forward_hook(keep_output(layer)))
         handles.append(adapter.final_norm().register_forward_pre_hook(cut_top))
-        ids = torch.tensor([attr.input_ids], device=adapter.input_device)
         try:
             with torch.enable_grad():
-                emb = adapter.embed(ids).detach()
-                with (
-                    matmul_attention(adapter.model, frozen=relp),
-                    instrument(
-                        adapter,
-                        on_mlp_input=on_mlp_input,
-                        on_output=on_output,
-                        linearize=linearize,
-                        freeze_qk=relp,
-                    ),
-                ):
-                    hidden = adapter.hidden(emb)
-                    z = metric_logits(
-                        adapter, hidden[:, -1], attr.target_a, attr.target_b, linearize=relp
-                    )
-                m = metric_from_logits(z)
+                m = _instrumented_metric(adapter, attr, on_mlp_input, on_output)
                 (self.top_grad,) = torch.autograd.grad(m, top[0])
         finally:
             for handle in handles:
