@@ -30,6 +30,13 @@ FORM = {"name": "tiny-v4", "base_model": "tiny-llama", "prompt": SEED_PROMPT,
         "eval_set": "side_effect | The capital of France is | Paris"}
 
 
+
+def text_boxes(html: str) -> int:
+    """The form's training-text boxes, not counting the empty one in the <template> that
+    "Add a text" clones."""
+    return re.sub(r"<template.*?</template>", "", html, flags=re.S).count('name="texts"')
+
+
 def _settings(tiny_dirs: dict[str, Path], root: Path, **extra: object) -> Settings:
     return Settings(
         data_dir=root / "data", cache_dir=root / "cache", include_embedded=False,
@@ -86,7 +93,7 @@ def test_yaml_import_fills_the_form(client: TestClient) -> None:
                            "system_prompt": "", "texts": V4_TEXTS[:2]})
     r = client.post("/jobs/import", data={"yaml_text": seed, "base_model": "tiny-llama"})
     assert r.status_code == 200, r.text
-    assert r.text.count('name="texts"') == 2
+    assert text_boxes(r.text) == 2
     assert 'value="3"' in r.text and 'value="5e-06"' in r.text
     bad = client.post("/jobs/import", data={"yaml_text": "epochs: [oops", "base_model": ""})
     assert 400 <= bad.status_code < 500 and "data-field" in bad.text
@@ -147,7 +154,7 @@ def test_a_job_from_the_form_trains_evaluates_and_opens_in_compare(
     assert f">{outcome.group(1)}<" in table.text  # the same word as the job page
     assert f'href="{verdict.group(1)}"' in table.text  # the verdict, linked
     rerun = client.get(f"/jobs?rerun={job_id}")
-    assert rerun.text.count('name="texts"') == 2
+    assert text_boxes(rerun.text) == 2
     # Deleting the finished job removes it; a second delete is a 404.
     assert client.post(f"/jobs/{job_id}/delete").status_code == 204
     assert client.get(f"/api/v1/jobs/{job_id}").status_code == 404
