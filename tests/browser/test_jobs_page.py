@@ -109,3 +109,22 @@ def test_v4_job_from_the_form(page, live_server: str) -> None:  # type: ignore[n
     page.wait_for_selector("#verdict", timeout=PATIENCE_MS)
     shot(page, "job-v4-compare")
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("width", [1440, 1280, 1024])
+def test_the_job_form_has_room_for_its_texts(page, live_server: str, width: int) -> None:  # type: ignore[no-untyped-def]
+    """The form is the work on this page: its text boxes and paired fields are wide enough
+    to read what is typed (a 230 px column cut the answers and the base model's name)."""
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.goto(live_server + "/jobs?concept=L26/N619&words=blood,hormone")
+    page.wait_for_selector("#concept-box")
+    page.fill("#answer_a", " aldosterone")
+    text_width = page.eval_on_selector("#texts textarea", "e => e.clientWidth")
+    assert text_width >= 400, text_width
+    assert not page.eval_on_selector("#answer_a", "e => e.scrollWidth > e.clientWidth + 1")
+    # The selected model's whole name fits its select (text, padding and the arrow).
+    room = page.eval_on_selector("#base_model", """e => {
+        const c = document.createElement('canvas').getContext('2d');
+        c.font = getComputedStyle(e).font;
+        return e.clientWidth - c.measureText(e.options[e.selectedIndex].text).width; }""")
+    assert room >= 30, room
