@@ -74,3 +74,24 @@ def test_empty_prompt_shows_an_inline_error(page, live_server: str) -> None:  # 
     assert page.locator(".field-error").count() == 0
     # Chromium itself logs the 422 response as a console error; nothing else may appear.
     assert [e for e in page.console_errors if "status of 422" not in e] == []
+
+
+# Room left in a select beside its chosen option's text (padding and the arrow need ~24 px).
+SELECT_ROOM = """e => {
+    const c = document.createElement('canvas').getContext('2d');
+    c.font = getComputedStyle(e).font;
+    return e.clientWidth - c.measureText(e.options[e.selectedIndex].text).width; }"""
+
+
+@pytest.mark.parametrize("width", [1440, 1280])
+def test_every_select_of_the_form_shows_its_whole_choice(  # type: ignore[no-untyped-def]
+        page, live_server: str, width: int) -> None:
+    page.set_viewport_size({"width": width, "height": 1000})
+    page.goto(live_server + "/")
+    page.locator("details.settings summary").click()
+    for field in ("#model", "#method", "#mode", "#drop_always_on"):
+        options = page.eval_on_selector(field, "e => e.options.length")
+        for i in range(options):  # every choice, not only the default
+            page.eval_on_selector(field, f"e => {{ e.selectedIndex = {i}; }}")
+            room = page.eval_on_selector(field, SELECT_ROOM)
+            assert room >= 24, (field, i, room)
